@@ -1,0 +1,336 @@
+"""A simulated Xen guest on a real xenstored, through the xsshim ring, and a pty that stands in
+for the guest kernel's /dev/xen/xenbus.
+
+The shim maps $XS_SHIM_DIR/ring-<domid> as the guest's xenstore page when dom0 sends
+XS_INTRODUCE(domid, mfn, port). This module plays the guest side of that page (struct
+xenstore_domain_interface):
+- `guest_client(dir, domid)`: a pyxs Client running as domain <domid> (tests' own guest-side checks);
+- `PtyBridge(dir, domid)`: a raw pty whose slave the agent opens as its xenbus device; bytes are
+  forwarded between the pty and the ring, as the kernel's xenbus driver does.
+"""
+import ctypes
+import errno
+import mmap
+import os
+import select
+import struct
+import threading
+import tty
+
+from pyxs import Client
+from pyxs._internal import NUL, Event, Op, Packet
+from pyxs.client import Router
+
+RING = 1024
+OFF_REQ, OFF_RSP = 0, 1024
+OFF_REQ_CONS, OFF_REQ_PROD, OFF_RSP_CONS, OFF_RSP_PROD = 2048, 2052, 2056, 2060
+U32 = struct.Struct("<I")
+PAGE = 4096
+
+
+def create_ring(shim_dir, domid):
+    """Create (or zero in place) the guest page and its notify FIFO; call before XS_INTRODUCE.
+
+    Zeroing in place, never truncating, keeps an existing mapping valid (a truncated mapped
+    file raises SIGBUS in whoever touches it)."""
+    path = os.path.join(shim_dir, "ring-%d" % domid)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, b"\0" * PAGE, 0)
+    finally:
+        os.close(fd)
+    fifo = os.path.join(shim_dir, "notify-%d" % domid)
+    if not os.path.exists(fifo):
+        os.mkfifo(fifo, 0o600)
+    return path
+
+
+class RingTransport:
+    def __init__(self, shim_dir, domid):
+        self.shim_dir = shim_dir
+        self.fd = os.open(os.path.join(shim_dir, "ring-%d" % domid), os.O_RDWR)
+        self.mm = mmap.mmap(self.fd, PAGE)
+        # Ring indices must be read and written as single aligned 32-bit accesses: byte-wise
+        # access lets xenstored see torn indices and drop the domain (XENSTORE_ERROR_RINGIDX).
+        self.idx = {off: ctypes.c_uint32.from_buffer(self.mm, off)
+                    for off in (OFF_REQ_CONS, OFF_REQ_PROD, OFF_RSP_CONS, OFF_RSP_PROD)}
+        # Readable whenever xenstored calls xenevtchn_notify() for our port.
+        self.notify = os.open(os.path.join(shim_dir, "notify-%d" % domid), os.O_RDWR | os.O_NONBLOCK)
+        self.evtchn = None
+
+    def _get(self, off):
+        return self.idx[off].value
+
+    def _set(self, off, v):
+        self.idx[off].value = v & 0xFFFFFFFF
+
+    def kick(self):
+        """Wake the daemon (any port other than 1, VIRQ_DOM_EXC, does)."""
+        try:
+            if self.evtchn is None:
+                self.evtchn = os.open(os.path.join(self.shim_dir, "evtchn"), os.O_WRONLY | os.O_NONBLOCK)
+            os.write(self.evtchn, U32.pack(2))
+        except BlockingIOError:
+            pass   # FIFO full: the daemon has wake-ups pending anyway
+        except OSError:
+            # No daemon reading (killed, restarting): reopen on the next kick.
+            if self.evtchn is not None:
+                os.close(self.evtchn)
+            self.evtchn = None
+
+    def drain_notify(self):
+        try:
+            while os.read(self.notify, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def fileno(self):
+        return self.notify
+
+    def space(self):
+        return RING - ((self._get(OFF_REQ_PROD) - self._get(OFF_REQ_CONS)) & 0xFFFFFFFF)
+
+    def put(self, data):
+        """Copy as much of `data` as fits into the request ring; returns the count."""
+        cons, prod = self._get(OFF_REQ_CONS), self._get(OFF_REQ_PROD)
+        done = 0
+        while done < len(data):
+            space = RING - ((prod - cons) & 0xFFFFFFFF)
+            if not space:
+                break
+            idx = prod % RING
+            n = min(space, RING - idx, len(data) - done)
+            self.mm[OFF_REQ + idx:OFF_REQ + idx + n] = data[done:done + n]
+            prod += n
+            done += n
+        if done:
+            self._set(OFF_REQ_PROD, prod)
+            self.kick()
+        return done
+
+    def available(self):
+        return (self._get(OFF_RSP_PROD) - self._get(OFF_RSP_CONS)) & 0xFFFFFFFF
+
+    def take(self, size=None):
+        """Take up to `size` (default: all) bytes from the response ring."""
+        cons, prod = self._get(OFF_RSP_CONS), self._get(OFF_RSP_PROD)
+        avail = (prod - cons) & 0xFFFFFFFF
+        if avail > RING:
+            return b""   # torn read during a reset: look again later
+        size = avail if size is None else min(size, avail)
+        out = bytearray()
+        while len(out) < size:
+            idx = cons % RING
+            n = min(RING - idx, size - len(out))
+            out += self.mm[OFF_RSP + idx:OFF_RSP + idx + n]
+            cons += n
+        if out:
+            self._set(OFF_RSP_CONS, cons)
+            self.kick()   # tell xenstored there is room again
+        return bytes(out)
+
+    # Blocking helpers for the pyxs connection below.
+    def send(self, data):
+        view = bytes(data)
+        while view:
+            n = self.put(view)
+            view = view[n:]
+            if view:
+                select.select([self.notify], [], [], 0.05)
+                self.drain_notify()
+
+    def recv(self, size):
+        out = bytearray()
+        while len(out) < size:
+            chunk = self.take(size - len(out))
+            if not chunk:
+                select.select([self.notify], [], [], 0.05)
+                self.drain_notify()
+            out += chunk
+        return bytes(out)
+
+    def close(self):
+        self.idx.clear()          # release buffer exports before closing the mmap
+        self.mm.close()
+        for fd in (self.fd, self.notify, self.evtchn):
+            if fd is not None:
+                os.close(fd)
+
+
+class RingConnection:
+    """pyxs connection speaking the xenstore ring protocol as a guest."""
+
+    def __init__(self, shim_dir, domid):
+        self.shim_dir, self.domid = shim_dir, domid
+        self.path = "ring-%d" % domid
+        self.transport = None
+
+    @property
+    def is_connected(self):
+        return self.transport is not None
+
+    def fileno(self):
+        return self.transport.fileno()
+
+    def connect(self):
+        if self.transport is None:
+            self.transport = RingTransport(self.shim_dir, self.domid)
+
+    def close(self, silent=True):
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def send(self, packet):
+        self.transport.send(Packet._struct.pack(packet.op, packet.rq_id, packet.tx_id, packet.size)
+                            + packet.payload)
+
+    def recv(self):
+        header = self.transport.recv(Packet._struct.size)
+        op, rq_id, tx_id, size = Packet._struct.unpack(header)
+        payload = self.transport.recv(size) if size else b""
+        return Packet(op, payload, rq_id, tx_id)
+
+
+class RingRouter(Router):
+    """Router whose loop only calls recv() once a whole header is in the ring, so terminate()
+    is never stuck behind a blocking recv()."""
+
+    def __call__(self):
+        try:
+            while True:
+                rlist, _, _ = select.select([self.connection, self.r_terminator], [], [], 0.05)
+                if self.r_terminator in rlist:
+                    break
+                t = self.connection.transport
+                t.drain_notify()
+                if t.available() < 16:
+                    continue
+                packet = self.connection.recv()
+                if packet.op == Op.WATCH_EVENT:
+                    event = Event(*packet.payload.split(NUL)[:-1])
+                    for monitor in self.monitors[event.token]:
+                        monitor.events.put(event)
+                else:
+                    rvar = self.rvars.pop(packet.rq_id, None)
+                    if rvar is not None:
+                        rvar.set(packet)
+        finally:
+            self.connection.close()
+            self.r_terminator.close()
+            self.w_terminator.close()
+
+
+def guest_client(shim_dir, domid):
+    return Client(router=RingRouter(RingConnection(shim_dir, domid)))
+
+
+class PtyBridge:
+    """A raw pty bridged to domain <domid>'s ring: `self.device` is the path the agent opens.
+
+    Like the kernel's xenbus driver it remembers the watches registered through it, and after
+    xenstored comes back (`replay_watches`) registers them again, so that each fires once; the
+    replies to those requests are its own and are not passed on. The bridge keeps a slave
+    descriptor open, so the master never sees a hang-up while the agent reopens the device.
+    """
+
+    REPLAY_ID = 0x7FFF0000
+
+    def __init__(self, shim_dir, domid):
+        self.shim_dir, self.domid = shim_dir, domid
+        self.master, slave = os.openpty()
+        tty.setraw(slave)   # no echo, no line discipline: bytes pass untouched
+        self.slave = slave
+        self.device = os.ttyname(slave)
+        os.set_blocking(self.master, False)
+        self.ring = RingTransport(shim_dir, domid)
+        self.lock = threading.Lock()
+        self.pending = b""    # from the agent, not yet in the ring
+        self.up = bytearray()  # from the agent, not yet framed (watch tracking)
+        self.down = bytearray()  # from xenstored, not yet framed (replay replies)
+        self.watches = set()
+        self.bytes_in = 0     # agent -> xenstored, for the benchmark's accounting
+        self._stop_r, self._stop_w = os.pipe()
+        self.thread = threading.Thread(target=self._loop, name="pty-bridge-%d" % domid, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while True:
+            timeout = 0.005 if self.pending else 0.05
+            rlist, _, _ = select.select([self.master, self.ring.notify, self._stop_r], [], [], timeout)
+            if self._stop_r in rlist:
+                return
+            with self.lock:
+                self.ring.drain_notify()
+                if self.master in rlist:
+                    try:
+                        data = os.read(self.master, 65536)
+                    except OSError:
+                        data = b""
+                    self.pending += data
+                    self.bytes_in += len(data)
+                    self._track(data)
+                if self.pending:
+                    self.pending = self.pending[self.ring.put(self.pending):]
+                out = self._filter(self.ring.take())
+                while out:
+                    try:
+                        out = out[os.write(self.master, out):]
+                    except BlockingIOError:
+                        select.select([], [self.master], [], 0.05)
+
+    def _track(self, data):
+        self.up += data
+        for op, rq, _tx, payload in _frames(self.up):
+            parts = tuple(payload.split(NUL)[:2])
+            if op == Op.WATCH:
+                self.watches.add(parts)
+            elif op == Op.UNWATCH:
+                self.watches.discard(parts)
+
+    def _filter(self, data):
+        """Pass on whole packets, less the replies to our own replayed watches."""
+        self.down += data
+        out = bytearray()
+        for op, rq, tx, payload in _frames(self.down):
+            if op == Op.WATCH and rq >= self.REPLAY_ID:
+                continue
+            out += Packet._struct.pack(op, rq, tx, len(payload)) + payload
+        return bytes(out)
+
+    def reset(self):
+        """Zero the ring (xenstored died): what was in flight is lost, as on a real host."""
+        with self.lock:
+            self.pending = b""
+            self.down.clear()
+            create_ring(self.shim_dir, self.domid)
+
+    def replay_watches(self):
+        """Register the remembered watches again, as the kernel does once xenstored is back."""
+        with self.lock:
+            for i, (path, token) in enumerate(sorted(self.watches)):
+                payload = path + NUL + token + NUL
+                self.pending += Packet._struct.pack(Op.WATCH, self.REPLAY_ID + i, 0, len(payload)) + payload
+
+    def close(self):
+        os.write(self._stop_w, b"x")
+        self.thread.join(5)
+        self.ring.close()
+        for fd in (self.master, self.slave, self._stop_r, self._stop_w):
+            try:
+                os.close(fd)
+            except OSError as e:
+                if e.errno != errno.EBADF:
+                    raise
+
+
+def _frames(buf):
+    """Yield (op, rq_id, tx_id, payload) for each whole packet at the front of `buf`, consuming them."""
+    while len(buf) >= 16:
+        op, rq, tx, size = Packet._struct.unpack_from(buf)
+        if len(buf) < 16 + size:
+            return
+        payload = bytes(buf[16:16 + size])
+        del buf[:16 + size]
+        yield op, rq, tx, payload

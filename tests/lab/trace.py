@@ -1,0 +1,32 @@
+"""Count what a guest sent, from xenstored's own `-T` trace: the xenstored side of the story."""
+import re
+
+_LINE = re.compile(r"^(IN|OUT) (0x[0-9a-f]+) \S+ \S+ (\w+) \((.*)\)$")
+_CREATE = re.compile(r"^CREATE connection (0x[0-9a-f]+)$")
+MUTATING = {"WRITE", "RM", "MKDIR", "SET_PERMS"}
+
+
+def requests(trace_path, domid):
+    """[(op, args)] the connections of domain `domid` sent, in order (all of its introductions)."""
+    guest, pending, out = set(), False, []
+    with open(trace_path, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            m = _LINE.match(line)
+            if m:
+                direction, conn, op, args = m.groups()
+                if direction == "IN" and op == "INTRODUCE" and args.split(" ")[0] == str(domid):
+                    pending = True
+                elif direction == "IN" and conn in guest:
+                    out.append((op, args))
+                continue
+            m = _CREATE.match(line)
+            if m and pending:
+                guest.add(m.group(1))
+                pending = False
+    return out
+
+
+def writes(trace_path, domid):
+    """The mutating requests (WRITE, RM, MKDIR, SET_PERMS) domain `domid` sent."""
+    return [r for r in requests(trace_path, domid) if r[0] in MUTATING]

@@ -1,0 +1,379 @@
+"""The shell: one event loop that owns all I/O (XenStore, inotify, netlink, timers, signals).
+
+It keeps a picture of the agent's keys as XenStore holds them (`actual`), refreshed by watch
+events, and after anything changes runs the pure plan and carries it out in one transaction.
+Its own writes come back as watch events too; they are re-read, match, and produce no plan,
+so the agent never fights itself.
+"""
+import errno
+import logging
+import os
+import random
+import selectors
+import signal
+import socket
+import time
+
+from . import config as configmod
+from . import publisher, schema, sdnotify
+from .flagwatch import FlagWatch
+from .xenstore import Lost, XenStore, errname
+from pyxs.exceptions import PyXSError
+
+log = logging.getLogger("xe-guest-agent")
+
+TOKEN = "xe-guest-agent"
+EAGAIN_TRIES = 20
+# Errors that concern one key (its path, value, rights or quota): skip that key, keep the rest.
+KEY_ERRORS = {errno.EACCES, errno.EPERM, errno.EINVAL, errno.E2BIG, errno.ENOSPC, errno.EROFS,
+              getattr(errno, "EDQUOT", 122)}
+QUOTA_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", 122)}
+QUOTA_RETRY = 60.0   # seconds before a key refused for quota is tried again
+
+
+class Shutdown(Exception):
+    """Raised from the SIGTERM/SIGINT handler so that no wait, however long, delays the exit."""
+
+
+class Backoff:
+    """Jittered exponential back-off: 50 ms doubling to 5 s."""
+
+    def __init__(self, first=0.05, limit=5.0):
+        self.first, self.limit, self.delay = first, limit, first
+
+    def next(self):
+        delay, self.delay = self.delay, min(self.delay * 2, self.limit)
+        return delay * random.uniform(0.5, 1.5)
+
+    def reset(self):
+        self.delay = self.first
+
+
+class Agent:
+    def __init__(self, config, xenstore_path, config_path=None, overrides=None, sources=()):
+        self.config = config
+        self.config_path, self.overrides = config_path, overrides
+        self.xs = XenStore(xenstore_path)
+        self.flag = FlagWatch(config.flag_file)
+        self.sources = list(sources)    # collectors with state of their own (see collectors/)
+        self.selector = selectors.DefaultSelector()
+        self.actual = None              # our keys as XenStore holds them; None: read them all
+        self.dirty = set()              # watched paths that fired since the last look
+        self.domain = None              # unique-domain-id seen at (re)connect
+        self.denied = {}                # key -> (value refused, when to try again or None)
+        self.reported = set()           # (key, error) already logged: each is logged once
+        self.backoff = Backoff()
+        self.retry_at = 0.0             # when to try to (re)connect or publish again
+        self.lost_logged = False
+        self.ready = False
+        self.reload = False
+        self.timers = {}                # name -> monotonic deadline
+        self._xs_fd = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self.selector.register(self.flag, selectors.EVENT_READ, self._on_flag)
+        self.flag_present = self.flag.present()
+        for source in self.sources:
+            source.attach(self)
+
+    # -- state ------------------------------------------------------------------------------
+    def desired(self):
+        extra = {}
+        for source in self.sources:
+            extra.update(source.keys())
+        state = publisher.desired_state(self.config, self.flag_present, extra)
+        now = time.monotonic()
+        return {k: v for k, v in state.items() if not self._is_denied(k, v, now)}
+
+    def _is_denied(self, key, value, now):
+        refused = self.denied.get(key)
+        if refused is None:
+            return False
+        if refused[0] != value or (refused[1] is not None and now >= refused[1]):
+            del self.denied[key]   # a new value, or time for another try
+            return False
+        return True
+
+    def owned_keys(self):
+        keys = list(schema.OWNED_KEYS) + [schema.UPDATED]
+        for source in self.sources:
+            keys += source.owned_keys()
+        return keys
+
+    # -- XenStore ---------------------------------------------------------------------------
+    def connect(self):
+        log.debug("connecting to %s", self.xs.path)
+        self.xs.connect()
+        for path in schema.WATCHED:
+            self.xs.watch(path, TOKEN)
+        self.xs.events.clear()   # the firing every new watch does: we are about to read everything
+        self.dirty.clear()
+        domain = self.xs.read(schema.UNIQUE_DOMAIN_ID)
+        if self.domain is not None and domain != self.domain:
+            log.info("domain changed (unique-domain-id %s): republishing everything", domain)
+        self._forget(domain)
+        self._xs_fd = self.xs.fileno()
+        self.selector.register(self._xs_fd, selectors.EVENT_READ, self._on_xenstore)
+
+    def _forget(self, domain):
+        """A new domain (migration, resume) or a new connection: trust nothing we knew."""
+        self.domain = domain
+        self.actual = None
+        self.denied.clear()
+        for source in self.sources:
+            source.reset()
+
+    def refresh(self):
+        """Bring `actual` up to date: everything after a (re)connect, else what the watches named."""
+        dirty, self.dirty = self.dirty, set()
+        if dirty:
+            log.debug("watches fired: %s", ", ".join(sorted(dirty)))
+        # A key refused for its rights gets another try once something changed there (set_perms
+        # fires watches too); our own refused writes fire nothing, so this cannot loop.
+        for key in _affected(dirty, list(self.denied)):
+            self.denied.pop(key, None)
+        if schema.UNIQUE_DOMAIN_ID in dirty:
+            domain = self.xs.read(schema.UNIQUE_DOMAIN_ID)
+            if domain != self.domain:
+                log.info("domain changed (unique-domain-id %s): republishing everything", domain)
+                self._forget(domain)
+        keys = self.owned_keys()
+        if self.actual is None:
+            paths, self.actual = keys + list(schema.OWNED_SUBTREES), {}
+        else:
+            paths = _affected(dirty, keys)
+        for path in paths:
+            if path in schema.OWNED_SUBTREES:
+                for k in [k for k in self.actual if k.startswith(path + "/")]:
+                    del self.actual[k]
+                self.actual.update(self.xs.walk(path))
+            else:
+                value = self.xs.read(path)
+                if value is None:
+                    self.actual.pop(path, None)
+                else:
+                    self.actual[path] = value
+        for source in self.sources:
+            source.refresh(self.xs)
+
+    def publish(self):
+        """Make XenStore match the desired state in one transaction; no-op if it already does."""
+        self.refresh()
+        steps = publisher.plan(self.desired(), self.actual, self._next_updated())
+        if steps:
+            self._apply(steps)
+
+    def _next_updated(self):
+        return publisher.next_updated(self.actual.get(schema.UPDATED) if self.actual else None,
+                                      int(time.time() * 1000))
+
+    def _apply(self, steps):
+        delays = Backoff(0.001, 0.1)
+        for _ in range(EAGAIN_TRIES):
+            tx = self.xs.transaction_start()
+            failed = {}
+            for step in steps:
+                try:
+                    if step.op == "write":
+                        self.xs.write(step.path, step.value, tx)
+                    else:
+                        self.xs.rm(step.path, tx)
+                except PyXSError as e:
+                    if e.args and e.args[0] in KEY_ERRORS:
+                        failed[step] = e
+                    else:
+                        raise
+            try:
+                self.xs.transaction_end(tx, commit=True)
+            except PyXSError as e:
+                if e.args and e.args[0] == errno.EAGAIN:
+                    time.sleep(delays.next())   # someone else wrote meanwhile: redo the whole batch
+                    continue
+                raise
+            break
+        else:
+            raise PyXSError(errno.EAGAIN, "transaction kept conflicting")
+        log.debug("transaction committed: %s", ", ".join("%s %s" % (s.op, s.path) for s in steps))
+        for step in steps:
+            if step in failed:
+                self._refused(step, failed[step])
+            elif step.op == "write":
+                self.actual[step.path] = step.value
+            else:
+                for k in [k for k in self.actual if k == step.path or k.startswith(step.path + "/")]:
+                    del self.actual[k]
+
+    def _refused(self, step, exc):
+        name = errname(exc)
+        retry = time.monotonic() + QUOTA_RETRY if exc.args[0] in QUOTA_ERRORS else None
+        self.denied[step.path] = (step.value, retry)
+        if retry:
+            self.timers["quota"] = retry
+        if (step.path, name) in self.reported:
+            return
+        self.reported.add((step.path, name))
+        # control/ is read-only for guests under libxl: expected there, so not a warning.
+        level = logging.INFO if name == "EACCES" and step.path.startswith("control/") else logging.WARNING
+        log.log(level, "xenstore refused to %s %s (%s); publishing the rest", step.op, step.path, name)
+
+    # -- event loop -------------------------------------------------------------------------
+    def _on_wake(self):
+        try:
+            while self._wake_r.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _on_flag(self):
+        if self.flag.changed():
+            self.flag_present = self.flag.present()
+
+    def _on_xenstore(self):
+        try:
+            self.xs.pump()
+        except Lost as e:
+            self._on_lost(str(e))
+        self._take_events()
+
+    def _take_events(self):
+        # Events also arrive while we wait for replies; they are queued in self.xs.events.
+        while self.xs.events:
+            self.dirty.add(self.xs.events.popleft()[0])
+
+    def _on_lost(self, why):
+        if self._xs_fd is not None:
+            self.selector.unregister(self._xs_fd)   # before close: the number may be reused
+            self._xs_fd = None
+        self.xs.close()
+        log.debug("lost: %s", why)
+        if not self.lost_logged:
+            log.warning("lost XenStore at %s (%s); reconnecting", self.xs.path, why)
+            self.lost_logged = True
+        self._schedule_retry()
+
+    def _schedule_retry(self):
+        self.retry_at = time.monotonic() + self.backoff.next()
+
+    def step(self, timeout):
+        """Wait for at most `timeout` seconds for anything to happen and handle it."""
+        for key, _ in self.selector.select(timeout):
+            key.data()
+        self._handle()
+
+    def _handle(self):
+        now = time.monotonic()
+        for name, when in list(self.timers.items()):
+            if now >= when:
+                del self.timers[name]
+                self._on_timer(name)
+        if self.reload:
+            self.reload = False
+            self._reload()
+        if now < self.retry_at:
+            return
+        try:
+            if not self.xs.connected:
+                self.connect()
+                if self.lost_logged:
+                    log.info("XenStore is back at %s", self.xs.path)
+                self.lost_logged = False
+            self.publish()
+            self._take_events()   # the echoes of our own writes, at least: looked at next round
+            self.backoff.reset()
+        except (Lost, OSError) as e:
+            self._on_lost(str(e))
+        except PyXSError as e:
+            # A failure that is neither a lost connection nor one key's problem: try again later.
+            if ("publish", errname(e)) not in self.reported:
+                self.reported.add(("publish", errname(e)))
+                log.warning("publishing failed (%s); retrying", errname(e))
+            self._schedule_retry()
+            return
+        if not self.ready and self.xs.connected:
+            self.ready = True
+            log.info("ready: XenStore at %s is up to date", self.xs.path)
+            sdnotify.notify("READY=1\nSTATUS=published to XenStore")
+
+    def _on_timer(self, name):
+        if name == "watchdog":
+            sdnotify.notify("WATCHDOG=1")
+            self.timers["watchdog"] = time.monotonic() + self.watchdog
+        for source in self.sources:
+            source.on_timer(name)
+
+    def _reload(self):
+        try:
+            new = configmod.load(self.config_path, self.overrides)
+        except configmod.ConfigError as e:
+            log.error("reload refused, keeping the running configuration: %s", e)
+            return
+        logging.getLogger().setLevel(new.logging_level)
+        if new.flag_file != self.config.flag_file:
+            self.selector.unregister(self.flag)
+            self.flag.close()
+            self.flag = FlagWatch(new.flag_file)
+            self.selector.register(self.flag, selectors.EVENT_READ, self._on_flag)
+        self.config = new
+        self.flag_present = self.flag.present()
+        for source in self.sources:
+            source.reload(new)
+        log.info("configuration reloaded")
+
+    def wake(self):
+        try:
+            self._wake_w.send(b"!")
+        except (BlockingIOError, OSError):
+            pass
+
+    def run(self):
+        """Serve until SIGTERM/SIGINT; returns the exit status."""
+        def stop(signum, frame):
+            raise Shutdown()
+
+        def hup(signum, frame):
+            self.reload = True
+
+        old = {s: signal.signal(s, h) for s, h in
+               ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, hup))}
+        old_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self.watchdog = sdnotify.watchdog_interval()
+        if self.watchdog:
+            self.timers["watchdog"] = time.monotonic() + self.watchdog
+        try:
+            self._handle()
+            if not self.ready and not self.xs.connected:
+                sdnotify.notify("READY=1\nSTATUS=waiting for XenStore at %s" % self.xs.path)
+                self.ready = True
+            while True:
+                self.step(self._timeout())
+        except Shutdown:
+            sdnotify.notify("STOPPING=1")
+            return 0
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.xs.close()
+
+    def _timeout(self):
+        """Seconds until the next thing due; None (sleep until an event) at idle."""
+        due = list(self.timers.values())
+        if self.retry_at > time.monotonic() or self.dirty:
+            due.append(self.retry_at)
+        if not due:
+            return None
+        return max(0.0, min(due) - time.monotonic())
+
+
+def _affected(dirty, keys):
+    """The owned keys and subtrees a set of fired watch paths may have touched."""
+    out = set()
+    for p in dirty:
+        for k in list(keys) + list(schema.OWNED_SUBTREES):
+            if k == p or k.startswith(p + "/"):
+                out.add(k)
+            elif p.startswith(k + "/") and k in schema.OWNED_SUBTREES:
+                out.add(k)
+    return sorted(out)

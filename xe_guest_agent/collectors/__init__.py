@@ -1,0 +1,1 @@
+"""Collectors read the system and return plain data; they never touch XenStore."""

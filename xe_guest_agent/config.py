@@ -1,0 +1,142 @@
+"""The agent's settings: defaults, then the config file, then command-line flags.
+
+The file is `key = value` lines; `#` and `;` start comments. A missing file is fine; anything
+else wrong with it is a ConfigError naming the file, line and key, so the user can fix it.
+"""
+import dataclasses
+import logging
+
+from . import __version__
+
+DEFAULT_CONFIG = "/etc/xe-guest-agent/agent.conf"
+DEFAULT_FLAG_FILE = "/etc/pv-drivers-not-upgradable"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A mistake the user made; its text is the one line we print before exiting with status 2."""
+
+
+def _version_defaults():
+    parts = [int(p) for p in __version__.split(".")[:4] if p.isdigit()]
+    parts += [0] * (4 - len(parts))
+    return parts
+
+
+@dataclasses.dataclass
+class Config:
+    major_version: int = _version_defaults()[0]
+    minor_version: int = _version_defaults()[1]
+    micro_version: int = _version_defaults()[2]
+    build_version: int = _version_defaults()[3]
+    flag_file: str = DEFAULT_FLAG_FILE
+    log_level: str = "warning"
+    memory_interval: float = 60.0      # seconds between /proc/meminfo reads
+    memory_threshold: int = 0          # KiB of change in meminfo_free below which nothing is written
+    feature_balloon: bool = True       # publish control/feature-balloon = 1
+    max_addresses: int = 16            # per VIF and address family
+
+    @property
+    def logging_level(self):
+        return getattr(logging, self.log_level.upper())
+
+
+def _non_negative_int(text):
+    if not text.isdigit() or not text.isascii():
+        raise ValueError("must be a non-negative integer")
+    return int(text)
+
+
+def _positive_number(text):
+    value = float(text)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _boolean(text):
+    low = text.lower()
+    if low in ("1", "yes", "true", "on"):
+        return True
+    if low in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("must be yes or no")
+
+
+def _log_level(text):
+    if text.lower() not in LOG_LEVELS:
+        raise ValueError("must be one of " + ", ".join(LOG_LEVELS))
+    return text.lower()
+
+
+def _path(text):
+    if not text.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return text
+
+
+PARSERS = {
+    "major_version": _non_negative_int,
+    "minor_version": _non_negative_int,
+    "micro_version": _non_negative_int,
+    "build_version": _non_negative_int,
+    "flag_file": _path,
+    "log_level": _log_level,
+    "memory_interval": _positive_number,
+    "memory_threshold": _non_negative_int,
+    "feature_balloon": _boolean,
+    "max_addresses": _non_negative_int,
+}
+
+
+def parse(text, name="<config>"):
+    """{key: value} from the text of a config file; ConfigError on the first bad line."""
+    values = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        key, sep, value = (s.strip() for s in line.partition("="))
+        where = "%s:%d" % (name, number)
+        if not sep or not key:
+            raise ConfigError("%s: expected 'key = value', got %r" % (where, line[:60]))
+        if key not in PARSERS:
+            raise ConfigError("%s: unknown key %r (known: %s)" % (where, key[:40], ", ".join(sorted(PARSERS))))
+        values[key] = _convert(key, value, where)
+    return values
+
+
+def _convert(key, value, where):
+    try:
+        return PARSERS[key](value)
+    except ValueError as e:
+        reason = str(e) if "must" in str(e) else "must be a number"
+        raise ConfigError("%s: %s = %r: %s" % (where, key, value[:40], reason)) from None
+
+
+def load(path=None, overrides=None):
+    """Config from defaults, the file at `path` (default DEFAULT_CONFIG) and `overrides`.
+
+    `overrides` holds command-line values as text; None entries are ignored.
+    """
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG
+    values = {}
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(1 << 20)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("%s: no such config file" % path) from None
+        raw = b""
+    except OSError as e:
+        raise ConfigError("%s: cannot read: %s" % (path, e.strerror)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("%s: not UTF-8 text (byte %d)" % (path, e.start)) from None
+    values.update(parse(text, path))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _convert(key, str(value), "--" + key.replace("_", "-"))
+    return Config(**values)

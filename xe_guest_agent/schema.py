@@ -1,0 +1,63 @@
+"""The XenStore keys the agent owns, the order the host needs them in, and what a value may be.
+
+All paths are relative to the guest's home (/local/domain/<domid>).
+"""
+import re
+import unicodedata
+
+PVADDONS = "attr/PVAddons"
+VERSION_KEYS = ("MajorVersion", "MinorVersion", "MicroVersion", "BuildVersion")
+INSTALLED = PVADDONS + "/Installed"
+NOT_UPGRADABLE = PVADDONS + "/NotUpgradable"
+UPDATED = "data/updated"
+UNIQUE_DOMAIN_ID = "unique-domain-id"
+
+OS_KEYS = ("data/os_name", "data/os_distro", "data/os_majorver", "data/os_minorver", "data/os_uname")
+MEMORY_KEYS = ("data/meminfo_total", "data/meminfo_free")
+FEATURE_BALLOON = "control/feature-balloon"
+
+# Subtrees the agent owns outright: anything found below them that it did not put there is stale.
+OWNED_SUBTREES = ("attr/vif", "xenserver/attr/net-sriov-vf")
+
+# Keys the agent owns one by one: absent from the desired state means "remove if present".
+OWNED_KEYS = tuple(PVADDONS + "/" + k for k in VERSION_KEYS) + (INSTALLED, NOT_UPGRADABLE) + OS_KEYS + MEMORY_KEYS
+
+# What the agent watches: a change below any of these by someone else is repaired.
+WATCHED = (UNIQUE_DOMAIN_ID, PVADDONS, "data", "attr/vif", "control/feature-balloon", "xenserver/attr")
+
+# The longest value we write: C xenstored counts a 24-byte header against a 2048-byte node.
+MAX_VALUE = 2024
+
+_PATH = re.compile(r"^[A-Za-z0-9_@/-]+$")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def valid_path(path):
+    """True if xenstored would accept `path` as a relative key (no '.', ':' or '//')."""
+    return bool(_PATH.match(path)) and "//" not in path and not path.startswith("/") and not path.endswith("/")
+
+
+def safe_value(text, limit=MAX_VALUE):
+    """Make `text` a value both xenstored and pyxs accept: printable ASCII, at most `limit` bytes.
+
+    Accented letters lose their accents (NFKD), other non-ASCII characters become '?', runs of
+    control characters (tabs, newlines, escapes) become one space, and the ends are stripped.
+    An empty result means "leave the key out": pyxs refuses empty values.
+    """
+    text = unicodedata.normalize("NFKD", str(text))
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = text.encode("ascii", "replace").decode("ascii")
+    text = _UNSAFE.sub(" ", text).strip()
+    return text[:limit].rstrip()
+
+
+def write_rank(path):
+    """Sort key for a batch: data/* first, then attr/* and the rest, data/updated last."""
+    if path == UPDATED:
+        return 2
+    return 0 if path.startswith("data/") else 1
+
+
+def owned(path):
+    """True if the agent is responsible for `path` (a key it writes, or one below an owned subtree)."""
+    return path in OWNED_KEYS or any(path == t or path.startswith(t + "/") for t in OWNED_SUBTREES)

@@ -1,0 +1,217 @@
+"""A XenStore connection with a bounded wait on every request, for a single-threaded event loop.
+
+pyxs provides the wire format (Packet, Op), path checks, errors and the transports; its Router
+thread waits forever for a reply that a dead xenstored never sends and dies on a stray reply id,
+so requests, replies and watch events are framed here, over a non-blocking descriptor that the
+agent's selector also watches. The same code serves a dom0 Unix socket and a guest's xenbus
+character device (where watch events carry a garbage request id: they are told apart by type).
+The descriptor is opened here too: a device is opened O_NOCTTY so that a pty standing in for
+xenbus (the tests) never becomes our controlling terminal.
+"""
+import collections
+import errno
+import os
+import select
+import stat
+import struct
+import termios
+import time
+
+import socket
+
+from pyxs._internal import NUL, Op, Packet
+from pyxs.exceptions import PyXSError
+from pyxs.helpers import check_path, error
+
+HEADER = struct.Struct("<IIII")
+DEFAULT_PATHS = ("/dev/xen/xenbus", "/proc/xen/xenbus")
+
+
+class Lost(Exception):
+    """The connection is gone (closed, reset, or a reply did not come in time)."""
+
+
+def errname(exc):
+    """'EACCES' for a PyXSError(13, ...), else the exception's text."""
+    code = exc.args[0] if exc.args else None
+    return errno.errorcode.get(code, str(exc)) if isinstance(code, int) else str(exc)
+
+
+def default_path(environ=os.environ):
+    """$XENSTORED_PATH if set, else the first xenbus device that exists, else None."""
+    if environ.get("XENSTORED_PATH"):
+        return environ["XENSTORED_PATH"]
+    return next((p for p in DEFAULT_PATHS if os.path.exists(p)), None)
+
+
+class XenStore:
+    def __init__(self, path, timeout=2.0):
+        self.path = path
+        self.timeout = timeout
+        self.events = collections.deque()   # (path, token) watch events not yet handled
+        self._conn = None
+        self._fd = -1
+        self._buf = bytearray()
+        self._replies = {}
+        self._rq = 0
+
+    # -- connection -------------------------------------------------------------------------
+    def connect(self):
+        """Open the socket or device; raises OSError/PyXSError if it is not there."""
+        self.close()
+        if stat.S_ISSOCK(os.stat(self.path).st_mode):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                sock.connect(self.path)
+            except OSError:
+                sock.close()
+                raise
+            self._conn = sock
+            self._fd = sock.fileno()
+        else:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            self._conn = self._fd
+            if os.isatty(self._fd):
+                # A pty standing in for xenbus keeps bytes across open/close; the real device starts
+                # each open empty, so make the pty do the same.
+                termios.tcflush(self._fd, termios.TCIOFLUSH)
+        os.set_blocking(self._fd, False)
+
+    def close(self):
+        if self._conn is not None:
+            try:
+                self._conn.close() if isinstance(self._conn, socket.socket) else os.close(self._fd)
+            except OSError:
+                pass
+        self._conn, self._fd = None, -1
+        self._buf.clear()
+        self._replies.clear()
+        self.events.clear()
+
+    @property
+    def connected(self):
+        return self._conn is not None
+
+    def fileno(self):
+        return self._fd
+
+    # -- framing ----------------------------------------------------------------------------
+    def pump(self):
+        """Read what is available and sort it into replies and watch events (never blocks)."""
+        if self._fd < 0:
+            raise Lost("not connected")
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                raise self._lose("read failed: %s" % e.strerror)
+            if not chunk:
+                raise self._lose("connection closed by xenstored")
+            self._buf += chunk
+        while len(self._buf) >= HEADER.size:
+            op, rq, _tx, size = HEADER.unpack_from(self._buf)
+            if size > 4096:
+                raise self._lose("garbled reply (length %d)" % size)
+            if len(self._buf) < HEADER.size + size:
+                break
+            payload = bytes(self._buf[HEADER.size:HEADER.size + size])
+            del self._buf[:HEADER.size + size]
+            if op == Op.WATCH_EVENT:
+                parts = payload.split(NUL)
+                if len(parts) >= 2:
+                    self.events.append((parts[0].decode("ascii", "replace"), parts[1].decode("ascii", "replace")))
+            else:
+                self._replies[rq] = (op, payload)   # a late reply to an abandoned request is just dropped later
+
+    def _lose(self, why):
+        self.close()
+        return Lost(why)
+
+    def _send(self, data, deadline):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view):]
+            except (BlockingIOError, InterruptedError):
+                self._wait(select.POLLOUT, deadline)
+            except OSError as e:
+                raise self._lose("write failed: %s" % e.strerror)
+
+    def _wait(self, events, deadline):
+        left = deadline - _now()
+        if left <= 0:
+            raise self._lose("no answer from xenstored within %.1f s" % self.timeout)
+        p = select.poll()
+        p.register(self._fd, events)
+        p.poll(left * 1000)
+
+    def request(self, op, payload, tx=0):
+        """Send one request and return its reply payload; PyXSError for an error reply."""
+        if self._conn is None:
+            raise Lost("not connected")
+        deadline = _now() + self.timeout
+        self._rq = (self._rq + 1) & 0x7FFFFFFF
+        rq = self._rq
+        packet = Packet(op, payload, rq, tx)   # validates op and the 4096-byte payload limit
+        self._send(HEADER.pack(packet.op, rq, packet.tx_id, packet.size) + payload, deadline)
+        while rq not in self._replies:
+            self._wait(select.POLLIN, deadline)
+            self.pump()
+        rop, body = self._replies.pop(rq)
+        if rop == Op.ERROR:
+            raise error(body.rstrip(NUL))
+        return body
+
+    # -- operations -------------------------------------------------------------------------
+    def read(self, path, tx=0):
+        """The value as str, or None if the key does not exist."""
+        try:
+            return self.request(Op.READ, check_path(path.encode()) + NUL, tx).decode("ascii", "replace")
+        except PyXSError as e:
+            if e.args and e.args[0] == errno.ENOENT:
+                return None
+            raise
+
+    def directory(self, path, tx=0):
+        try:
+            body = self.request(Op.DIRECTORY, check_path(path.encode()) + NUL, tx)
+        except PyXSError as e:
+            if e.args and e.args[0] == errno.ENOENT:
+                return []
+            raise
+        return [c.decode("ascii", "replace") for c in body.split(NUL) if c]
+
+    def write(self, path, value, tx=0):
+        self.request(Op.WRITE, check_path(path.encode()) + NUL + value.encode("ascii"), tx)
+
+    def rm(self, path, tx=0):
+        try:
+            self.request(Op.RM, check_path(path.encode()) + NUL, tx)
+        except PyXSError as e:
+            if not (e.args and e.args[0] == errno.ENOENT):
+                raise
+
+    def watch(self, path, token):
+        self.request(Op.WATCH, check_path(path.encode()) + NUL + token.encode() + NUL)
+
+    def transaction_start(self):
+        return int(self.request(Op.TRANSACTION_START, NUL).rstrip(NUL))
+
+    def transaction_end(self, tx, commit=True):
+        self.request(Op.TRANSACTION_END, (b"T" if commit else b"F") + NUL, tx)
+
+    def walk(self, path, tx=0):
+        """{path: value} for every leaf at or below `path` (nodes with no children)."""
+        children = self.directory(path, tx)
+        if not children:
+            value = self.read(path, tx)
+            return {} if value is None else {path: value}
+        out = {}
+        for c in children:
+            out.update(self.walk(path + "/" + c, tx))
+        return out
+
+
+_now = time.monotonic
