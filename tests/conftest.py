@@ -114,7 +114,14 @@ def workdir(tmp_path):
     (tmp_path / "agent.conf").write_text("")
     (tmp_path / "etc").mkdir()
     (tmp_path / "sys").mkdir()
+    (tmp_path / "meminfo").write_text(MEMINFO)
+    (tmp_path / "etc" / "os-release").write_text(OS_RELEASE)
     return tmp_path
+
+
+MEMINFO = "MemTotal:        2048000 kB\nMemFree:          512000 kB\nMemAvailable:    1024000 kB\n"
+OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+
 
 
 @pytest.fixture
@@ -130,6 +137,7 @@ def run_agent(workdir, flag):
     def start(xenstore, *extra, env=None, log_level=os.environ.get("XGA_TEST_LOG", "info")):
         args = ["run", "--xenstore", str(xenstore), "--flag-file", str(flag),
                 "--config", str(workdir / "agent.conf"), "--sysfs", str(workdir / "sys"),
+                "--meminfo", str(workdir / "meminfo"), "--os-root", str(workdir),
                 "--log-level", log_level] + list(extra)
         a = Agent(args, str(workdir), env)
         started.append(a)

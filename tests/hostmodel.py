@@ -9,13 +9,13 @@
 Each runs a watch thread; `wait_for(predicate, timeout)` waits on its events with a deadline and
 returns the moment (time.monotonic) the reader first computed a view that satisfied it.
 """
-import errno
 import queue
 import threading
 import time
 
 from pyxs import Client
-from pyxs.exceptions import PyXSError
+
+from tests.lab.quickread import QuickReader
 
 PRODUCT_VERSION = (1, 0, 0)   # the host's idea of the current tools version
 
@@ -32,12 +32,12 @@ class Reader:
 
     def __init__(self, socket_path, domid):
         self.home = "/local/domain/%d" % domid
-        self.client = Client(unix_socket_path=socket_path)
+        self.client = Client(unix_socket_path=socket_path)   # pyxs, for the watches
         self.client.connect()
+        self.quick = QuickReader(socket_path)                  # and a direct line for the reads
         self.monitor = self.client.monitor()
         self.cond = threading.Condition()
         self.view = None
-        self.seen_at = None
         self.history = []   # (time, view) every time the view changed
         self.computed = 0.0
         self._stop = threading.Event()
@@ -47,19 +47,11 @@ class Reader:
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
-    def read(self, rel):
-        try:
-            return self.client.read((self.home + "/" + rel).encode()).decode()
-        except PyXSError as e:
-            if e.args[0] == errno.ENOENT:
-                return None
-            raise
+    def abs(self, rel):
+        return self.home + "/" + rel
 
-    def list(self, rel):
-        try:
-            return [c.decode() for c in self.client.list((self.home + "/" + rel).encode())]
-        except Exception:
-            return []
+    def read_many(self, rels):
+        return self.quick.read_many([self.abs(r) for r in rels])
 
     def _loop(self):
         while not self._stop.is_set():
@@ -80,10 +72,11 @@ class Reader:
                 raise
 
     def _update(self):
+        began = time.monotonic()   # a view is only as fresh as its first read
         view = self.compute()
         now = time.monotonic()
         with self.cond:
-            self.computed = now
+            self.computed = began
             if view != self.view:
                 self.view = view
                 self.history.append((now, view))
@@ -108,10 +101,11 @@ class Reader:
     def close(self):
         self._stop.set()
         self.thread.join(2)
-        try:
-            self.client.close()
-        except Exception:
-            pass
+        for c in (self.client, self.quick):
+            try:
+                c.close()
+            except Exception:
+                pass
 
 
 class LegacyReader(Reader):
@@ -119,9 +113,9 @@ class LegacyReader(Reader):
     WATCHES = ("data/updated",)
 
     def compute(self):
-        updated = self.read("data/updated")
-        pv = {k: self.read("attr/PVAddons/" + k) for k in
-              ("MajorVersion", "MinorVersion", "MicroVersion", "BuildVersion", "Installed", "NotUpgradable")}
+        names = ("MajorVersion", "MinorVersion", "MicroVersion", "BuildVersion", "Installed", "NotUpgradable")
+        updated, *values = self.read_many(["data/updated"] + ["attr/PVAddons/" + k for k in names])
+        pv = dict(zip(names, values))
         major, minor, micro = (_int(pv[k]) for k in ("MajorVersion", "MinorVersion", "MicroVersion"))
         valid = updated is not None and major is not None and minor is not None
         not_upgradable = pv["NotUpgradable"] == "1"
@@ -147,16 +141,18 @@ class CurrentReader(Reader):
                "data/pvs_target", "device", "memory/target", "vm-data")
 
     def tree(self, rel, depth):
-        """{relative path: value} of the leaves at most `depth` levels below `rel`."""
-        out = {}
-        children = self.list(rel)
-        if not children or depth == 0:
-            v = self.read(rel)
-            if v is not None and not children:
-                out[rel] = v
-            return out
-        for c in children:
-            out.update(self.tree(rel + "/" + c, depth - 1))
+        """{relative path: value} of the leaves at most `depth` levels below `rel`, read level by
+        level (one round trip to list a level, one to read its leaves)."""
+        out, level = {}, [rel]
+        for d in range(depth + 1):
+            if not level:
+                break
+            children = self.quick.list_many([self.abs(p) for p in level])
+            leaves = [p for p, c in zip(level, children) if not c]
+            for p, v in zip(leaves, self.read_many(leaves)):
+                if v is not None:
+                    out[p] = v
+            level = [p + "/" + c for p, cs in zip(level, children) for c in cs] if d < depth else []
         return out
 
     def compute(self):

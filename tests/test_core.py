@@ -112,22 +112,24 @@ def fence(guest, legacy):
     """The host's view once the agent has caught up with everything done before this call.
 
     dom0 removes Installed; the agent repairs it in a batch planned after it drained every file
-    event queued before the removal, so the first view with Installed back is final."""
-    t0 = time.monotonic()
+    event queued before the removal, so once Installed is back the tree is final, and the host's
+    view of that tree is the one to judge."""
     guest.dom0.delete(guest.path("attr/PVAddons/Installed"))
-    legacy.wait_for(lambda v: v["installed"], since=t0, timeout=5, what="Installed repaired")
+    guest.wait_key("attr/PVAddons/Installed", lambda v: v == b"1")
+    updated = guest.read("data/updated").decode()
+    legacy.wait_for(lambda v: v["updated"] == updated, timeout=5, what="the repaired tree")
     return legacy.view
 
 
 def test_flapping_ends_right(guest, legacy, run_agent, flag):
-    run_agent(guest.device)
+    agent = run_agent(guest.device)
     legacy.wait_for(published, timeout=5)
     for final in (True, False, True):
         for i in range(500):
             flag.unlink() if i % 2 else flag.write_text("")   # an even count: ends absent
         if final:
             flag.write_text("")
-        assert fence(guest, legacy)["not_upgradable"] is final
+        assert fence(guest, legacy)["not_upgradable"] is final, agent.log()[-3000:]
         assert (guest.read("attr/PVAddons/NotUpgradable") == b"1") is final
 
 

@@ -24,11 +24,9 @@ log = logging.getLogger("xe-guest-agent")
 
 TOKEN = "xe-guest-agent"
 EAGAIN_TRIES = 20
-# Errors that concern one key (its path, value, rights or quota): skip that key, keep the rest.
-KEY_ERRORS = {errno.EACCES, errno.EPERM, errno.EINVAL, errno.E2BIG, errno.ENOSPC, errno.EROFS,
-              getattr(errno, "EDQUOT", 122)}
 QUOTA_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", 122)}
 QUOTA_RETRY = 60.0   # seconds before a key refused for quota is tried again
+SETTLE = 0.01        # seconds a burst of watch events may take before we look
 
 
 class Shutdown(Exception):
@@ -59,6 +57,7 @@ class Agent:
         self.selector = selectors.DefaultSelector()
         self.actual = None              # our keys as XenStore holds them; None: read them all
         self.dirty = set()              # watched paths that fired since the last look
+        self.dirty_due = 0.0            # when to look at them
         self.domain = None              # unique-domain-id seen at (re)connect
         self.denied = {}                # key -> (value refused, when to try again or None)
         self.reported = set()           # (key, error) already logged: each is logged once
@@ -76,6 +75,7 @@ class Agent:
         self.selector.register(self.flag, selectors.EVENT_READ, self._on_flag)
         self.flag_present = self.flag.present()
         for source in self.sources:
+            source.collect()
             source.attach(self)
 
     # -- state ------------------------------------------------------------------------------
@@ -126,10 +126,13 @@ class Agent:
             source.reset()
 
     def refresh(self):
-        """Bring `actual` up to date: everything after a (re)connect, else what the watches named."""
+        """Bring `actual` up to date: everything after a (re)connect, else what the watches named
+        once they have settled (a burst of events, our own echoes included, costs one look)."""
+        full = self.actual is None
+        if not full and (not self.dirty or time.monotonic() < self.dirty_due):
+            return
         dirty, self.dirty = self.dirty, set()
-        if dirty:
-            log.debug("watches fired: %s", ", ".join(sorted(dirty)))
+        log.debug("watches fired: %s", ", ".join(sorted(dirty)))
         # A key refused for its rights gets another try once something changed there (set_perms
         # fires watches too); our own refused writes fire nothing, so this cannot loop.
         for key in _affected(dirty, list(self.denied)):
@@ -139,24 +142,25 @@ class Agent:
             if domain != self.domain:
                 log.info("domain changed (unique-domain-id %s): republishing everything", domain)
                 self._forget(domain)
+                full = True
         keys = self.owned_keys()
-        if self.actual is None:
+        if full:
             paths, self.actual = keys + list(schema.OWNED_SUBTREES), {}
         else:
             paths = _affected(dirty, keys)
-        for path in paths:
-            if path in schema.OWNED_SUBTREES:
-                for k in [k for k in self.actual if k.startswith(path + "/")]:
-                    del self.actual[k]
-                self.actual.update(self.xs.walk(path))
+        trees = [p for p in paths if p in schema.OWNED_SUBTREES]
+        plain = [p for p in paths if p not in schema.OWNED_SUBTREES]
+        for path, value in zip(plain, self.xs.read_many(plain)):
+            if value is None:
+                self.actual.pop(path, None)
             else:
-                value = self.xs.read(path)
-                if value is None:
-                    self.actual.pop(path, None)
-                else:
-                    self.actual[path] = value
+                self.actual[path] = value
+        for tree in trees:
+            for k in [k for k in self.actual if k.startswith(tree + "/")]:
+                del self.actual[k]
+            self.actual.update(self.xs.walk(tree))
         for source in self.sources:
-            source.refresh(self.xs)
+            source.refresh(self.xs, None if full else dirty)
 
     def publish(self):
         """Make XenStore match the desired state in one transaction; no-op if it already does."""
@@ -170,35 +174,24 @@ class Agent:
                                       int(time.time() * 1000))
 
     def _apply(self, steps):
+        """Carry out `steps` in one transaction: its writes and the commit go out back to back."""
         delays = Backoff(0.001, 0.1)
         for _ in range(EAGAIN_TRIES):
             tx = self.xs.transaction_start()
-            failed = {}
-            for step in steps:
-                try:
-                    if step.op == "write":
-                        self.xs.write(step.path, step.value, tx)
-                    else:
-                        self.xs.rm(step.path, tx)
-                except PyXSError as e:
-                    if e.args and e.args[0] in KEY_ERRORS:
-                        failed[step] = e
-                    else:
-                        raise
-            try:
-                self.xs.transaction_end(tx, commit=True)
-            except PyXSError as e:
-                if e.args and e.args[0] == errno.EAGAIN:
+            requests = [self.xs.encode(s.op, s.path, s.value, tx) for s in steps]
+            *replies, commit = self.xs.pipeline(requests + [self.xs.encode("commit", tx=tx)])
+            if isinstance(commit, PyXSError):
+                if commit.args and commit.args[0] == errno.EAGAIN:
                     time.sleep(delays.next())   # someone else wrote meanwhile: redo the whole batch
                     continue
-                raise
+                raise commit
             break
         else:
             raise PyXSError(errno.EAGAIN, "transaction kept conflicting")
         log.debug("transaction committed: %s", ", ".join("%s %s" % (s.op, s.path) for s in steps))
-        for step in steps:
-            if step in failed:
-                self._refused(step, failed[step])
+        for step, reply in zip(steps, replies):
+            if isinstance(reply, PyXSError) and not (step.op == "rm" and reply.args[0] == errno.ENOENT):
+                self._refused(step, reply)
             elif step.op == "write":
                 self.actual[step.path] = step.value
             else:
@@ -239,6 +232,8 @@ class Agent:
 
     def _take_events(self):
         # Events also arrive while we wait for replies; they are queued in self.xs.events.
+        if self.xs.events and not self.dirty:
+            self.dirty_due = time.monotonic() + SETTLE
         while self.xs.events:
             self.dirty.add(self.xs.events.popleft()[0])
 
@@ -297,6 +292,11 @@ class Agent:
             sdnotify.notify("READY=1\nSTATUS=published to XenStore")
 
     def _on_timer(self, name):
+        if name == "memory":
+            # Also a heartbeat: one read shows a dead connection or a domain that changed
+            # without telling us (a xenbus device keeps no promise of EOF).
+            self.dirty.add(schema.UNIQUE_DOMAIN_ID)
+            self.dirty_due = 0.0
         if name == "watchdog":
             sdnotify.notify("WATCHDOG=1")
             self.timers["watchdog"] = time.monotonic() + self.watchdog
@@ -360,8 +360,10 @@ class Agent:
     def _timeout(self):
         """Seconds until the next thing due; None (sleep until an event) at idle."""
         due = list(self.timers.values())
-        if self.retry_at > time.monotonic() or self.dirty:
+        if self.retry_at > time.monotonic():
             due.append(self.retry_at)
+        if self.dirty:
+            due.append(self.dirty_due)
         if not due:
             return None
         return max(0.0, min(due) - time.monotonic())

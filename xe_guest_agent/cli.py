@@ -31,6 +31,8 @@ def version_options(f):
 
 def common_options(f):
     f = click.option("--sysfs", default="/sys", hidden=True, help="Root of the sysfs tree to read (tests).")(f)
+    f = click.option("--os-root", default="/", hidden=True, help="Root under which to read os-release (tests).")(f)
+    f = click.option("--meminfo", default="/proc/meminfo", hidden=True, help="meminfo file to read (tests).")(f)
     f = click.option("--flag-file", metavar="PATH",
                      help="File whose presence publishes NotUpgradable (default %s)." % configmod.DEFAULT_FLAG_FILE)(f)
     f = click.option("--config", "config_path", metavar="FILE",
@@ -38,9 +40,9 @@ def common_options(f):
     return version_options(f)
 
 
-def make_sources(config, sysfs):
+def make_sources(config, sysfs, os_root, meminfo):
     from .sources import default_sources
-    return default_sources(config, sysfs)
+    return default_sources(config, sysfs, os_root, meminfo)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,7 +58,7 @@ def main():
 @common_options
 @click.option("--log-level", type=click.Choice(configmod.LOG_LEVELS, case_sensitive=False),
               help="Log level (default warning: silent at idle).")
-def run(xenstore_path, config_path, flag_file, sysfs, log_level, **versions):
+def run(xenstore_path, config_path, flag_file, sysfs, os_root, meminfo, log_level, **versions):
     """Publish to XenStore and keep it true until SIGTERM."""
     overrides = dict(flag_file=flag_file, log_level=log_level, **versions)
     config = load_config(config_path, **overrides)
@@ -65,20 +67,20 @@ def run(xenstore_path, config_path, flag_file, sysfs, log_level, **versions):
         fail("no XenStore here (/dev/xen/xenbus and /proc/xen/xenbus missing, $XENSTORED_PATH unset): not a Xen guest?")
     logging.basicConfig(stream=sys.stderr, level=config.logging_level, format="%(levelname)s: %(message)s")
     from .agent import Agent   # only `run` pays for the event loop's imports
-    agent = Agent(config, path, config_path, overrides, make_sources(config, sysfs))
+    agent = Agent(config, path, config_path, overrides, make_sources(config, sysfs, os_root, meminfo))
     sys.exit(agent.run())
 
 
 @main.command()
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-def show(config_path, flag_file, sysfs, as_json, **versions):
+def show(config_path, flag_file, sysfs, os_root, meminfo, as_json, **versions):
     """Print what `run` would publish now (needs no XenStore)."""
     import os
     config = load_config(config_path, flag_file=flag_file, **versions)
     extra = {}
-    for source in make_sources(config, sysfs):
-        source.reset()
+    for source in make_sources(config, sysfs, os_root, meminfo):
+        source.collect()
         extra.update(source.keys())
     state = publisher.desired_state(config, os.path.exists(config.flag_file), extra)
     print_keys(state, as_json)

@@ -23,7 +23,8 @@ OWNED_SUBTREES = ("attr/vif", "xenserver/attr/net-sriov-vf")
 OWNED_KEYS = tuple(PVADDONS + "/" + k for k in VERSION_KEYS) + (INSTALLED, NOT_UPGRADABLE) + OS_KEYS + MEMORY_KEYS
 
 # What the agent watches: a change below any of these by someone else is repaired.
-WATCHED = (UNIQUE_DOMAIN_ID, PVADDONS, "data", "attr/vif", "control/feature-balloon", "xenserver/attr")
+WATCHED = (UNIQUE_DOMAIN_ID, PVADDONS, "data", "attr/vif", "control/feature-balloon", "xenserver/attr",
+           "xenserver/device/net-sriov-vf")
 
 # The longest value we write: C xenstored counts a 24-byte header against a 2048-byte node.
 MAX_VALUE = 2024

@@ -1,11 +1,22 @@
-"""Sources: the shell's side of each collector. A source owns any I/O its collector needs beyond
-reading files (a netlink socket, a timer), and hands the agent plain {key: value} data.
+"""Sources: the shell's side of each collector. A source owns the I/O its collector needs beyond
+reading files once (a netlink socket, a timer) and hands the agent plain {key: value} data.
 """
+import logging
+import selectors
+import time
+
 from . import schema
+from .collectors import addresses, memory, os_info, vif
+
+log = logging.getLogger("xe-guest-agent")
 
 
 class Source:
     """Defaults for a source that contributes nothing: subclasses override what they need."""
+    agent = None
+
+    def collect(self):
+        """First look at the system, synchronously (also what `show` prints)."""
 
     def attach(self, agent):
         """Called once by the agent: register descriptors and timers here."""
@@ -20,10 +31,11 @@ class Source:
         return []
 
     def reset(self):
-        """A new domain or connection: collect afresh."""
+        """A new domain or connection: what was read from XenStore is stale."""
 
-    def refresh(self, xs):
-        """Read what the source needs from XenStore (called before each plan)."""
+    def refresh(self, xs, dirty):
+        """Read what the source needs from XenStore; `dirty` holds the watch paths that fired,
+        or None after a reset (read everything)."""
 
     def on_timer(self, name):
         """A timer of the agent's has fired."""
@@ -48,5 +60,130 @@ class Balloon(Source):
         self.enabled = config.feature_balloon
 
 
-def default_sources(config, sysfs="/sys"):
-    return [Balloon(config)]
+class OsInfo(Source):
+    """data/os_*: read once at start and on reload; they change only with an upgrade and a reboot."""
+
+    def __init__(self, root="/"):
+        self.root, self.current = root, {}
+
+    def collect(self):
+        self.current = os_info.collect(self.root)
+
+    def keys(self):
+        return self.current
+
+    def reload(self, config):
+        self.collect()
+
+
+class Memory(Source):
+    """data/meminfo_*: on a timer, published only when they moved by more than the threshold."""
+
+    def __init__(self, config, path="/proc/meminfo"):
+        self.path, self.current = path, {}
+        self.interval, self.threshold = config.memory_interval, config.memory_threshold
+
+    def collect(self):
+        self.current = memory.collect(self.path)
+
+    def attach(self, agent):
+        self.agent = agent
+        agent.timers["memory"] = time.monotonic() + self.interval
+
+    def keys(self):
+        return self.current
+
+    def on_timer(self, name):
+        if name != "memory":
+            return
+        new = memory.collect(self.path)
+        if memory.changed(self.current, new, self.threshold):
+            self.current = new
+        self.agent.timers["memory"] = time.monotonic() + self.interval
+
+    def reload(self, config):
+        self.interval, self.threshold = config.memory_interval, config.memory_threshold
+        if self.agent:
+            self.agent.timers["memory"] = time.monotonic() + self.interval
+
+
+class Network(Source):
+    """attr/vif/<devid>/ipv4|ipv6/<n> (and SR-IOV VFs), driven by rtnetlink events."""
+
+    SRIOV_DEVICES = "xenserver/device/net-sriov-vf"
+    DUMP_WAIT = 1.0   # seconds the first dump may take before we publish without it
+
+    def __init__(self, config, sysfs="/sys"):
+        from .netlink import OVERFLOW, RtNetlink, Table
+        self._overflow, self._socket_class = OVERFLOW, RtNetlink
+        self.sysfs, self.cap = sysfs, config.max_addresses
+        self.table = Table()
+        self.nl = None
+        self.macs = {}          # SR-IOV vf id -> MAC, from XenStore
+        self.assignment = {}    # stable indexes, carried from one computation to the next
+        self.current = {}
+
+    def collect(self):
+        try:
+            self.nl = self._socket_class()
+            self.nl.request_dump()
+        except OSError as e:
+            log.warning("no rtnetlink (%s): addresses will not be published", e.strerror)
+            self.nl = None
+            return
+        deadline = time.monotonic() + self.DUMP_WAIT
+        sel = selectors.DefaultSelector()
+        sel.register(self.nl, selectors.EVENT_READ)
+        while self.table.links == {} or self.table.syncing:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                break
+            self._read()
+        sel.close()
+        self._compute()
+
+    def attach(self, agent):
+        self.agent = agent
+        if self.nl is not None:
+            agent.selector.register(self.nl, selectors.EVENT_READ, self._on_readable)
+
+    def _read(self):
+        messages = self.nl.read()
+        if self._overflow in messages:
+            log.debug("rtnetlink overflow: resynchronising")
+            self.nl.request_dump()
+        return self.table.apply(messages)
+
+    def _on_readable(self):
+        if self._read():
+            self._compute()
+
+    def _compute(self):
+        vifs = vif.vifs(self.sysfs, self.table.links)
+        sriov = vif.sriov_vfs(self.macs, self.sysfs, self.table.links) if self.macs else {}
+        self.current, self.assignment = addresses.address_keys(
+            vifs, sriov, self.table.links, self.table.addrs, self.assignment, self.cap)
+
+    def keys(self):
+        return self.current
+
+    def reset(self):
+        self.macs = None   # re-read from the new domain's tree
+
+    def refresh(self, xs, dirty):
+        if self.macs is not None and not any(p.startswith(self.SRIOV_DEVICES) or
+                                             self.SRIOV_DEVICES.startswith(p + "/") for p in dirty or ()):
+            return
+        found = xs.walk(self.SRIOV_DEVICES)
+        macs = {k.split("/")[-2]: v for k, v in found.items() if k.endswith("/mac")}
+        if macs != self.macs:
+            self.macs = macs
+            self._compute()
+
+    def reload(self, config):
+        self.cap = config.max_addresses
+        self._compute()
+
+
+def default_sources(config, sysfs="/sys", os_root="/", meminfo="/proc/meminfo"):
+    return [OsInfo(os_root), Memory(config, meminfo), Balloon(config), Network(config, sysfs)]

@@ -149,20 +149,33 @@ class XenStore:
 
     def request(self, op, payload, tx=0):
         """Send one request and return its reply payload; PyXSError for an error reply."""
+        (result,) = self.pipeline([(op, payload, tx)])
+        if isinstance(result, PyXSError):
+            raise result
+        return result
+
+    def pipeline(self, requests):
+        """Send (op, payload, tx) requests back to back, then collect every reply: one round trip
+        for the lot. xenstored answers in order. Returns, per request, the reply payload or the
+        PyXSError it got; Lost if any reply is overdue."""
         if self._conn is None:
             raise Lost("not connected")
         deadline = _now() + self.timeout
-        self._rq = (self._rq + 1) & 0x7FFFFFFF
-        rq = self._rq
-        packet = Packet(op, payload, rq, tx)   # validates op and the 4096-byte payload limit
-        self._send(HEADER.pack(packet.op, rq, packet.tx_id, packet.size) + payload, deadline)
-        while rq not in self._replies:
-            self._wait(select.POLLIN, deadline)
-            self.pump()
-        rop, body = self._replies.pop(rq)
-        if rop == Op.ERROR:
-            raise error(body.rstrip(NUL))
-        return body
+        ids, data = [], bytearray()
+        for op, payload, tx in requests:
+            self._rq = (self._rq + 1) & 0x7FFFFFFF
+            packet = Packet(op, payload, self._rq, tx)   # validates op and the 4096-byte limit
+            data += HEADER.pack(packet.op, packet.rq_id, packet.tx_id, packet.size) + payload
+            ids.append(self._rq)
+        self._send(bytes(data), deadline)
+        results = []
+        for rq in ids:
+            while rq not in self._replies:
+                self._wait(select.POLLIN, deadline)
+                self.pump()
+            rop, body = self._replies.pop(rq)
+            results.append(error(body.rstrip(NUL)) if rop == Op.ERROR else body)
+        return results
 
     # -- operations -------------------------------------------------------------------------
     def read(self, path, tx=0):
@@ -174,6 +187,17 @@ class XenStore:
                 return None
             raise
 
+    def read_many(self, paths, tx=0):
+        """[value or None] for each path, in one round trip."""
+        out = []
+        for reply in self.pipeline([(Op.READ, check_path(p.encode()) + NUL, tx) for p in paths]):
+            if isinstance(reply, PyXSError):
+                if not (reply.args and reply.args[0] == errno.ENOENT):
+                    raise reply
+                reply = None
+            out.append(None if reply is None else reply.decode("ascii", "replace"))
+        return out
+
     def directory(self, path, tx=0):
         try:
             body = self.request(Op.DIRECTORY, check_path(path.encode()) + NUL, tx)
@@ -182,6 +206,16 @@ class XenStore:
                 return []
             raise
         return [c.decode("ascii", "replace") for c in body.split(NUL) if c]
+
+    @staticmethod
+    def encode(op, path=None, value=None, tx=0):
+        """A (op, payload, tx) request for pipeline(): op is "write", "rm" or "commit"."""
+        if op == "commit":
+            return (Op.TRANSACTION_END, b"T" + NUL, tx)
+        payload = check_path(path.encode()) + NUL
+        if op == "write":
+            return (Op.WRITE, payload + value.encode("ascii"), tx)
+        return (Op.RM, payload, tx)
 
     def write(self, path, value, tx=0):
         self.request(Op.WRITE, check_path(path.encode()) + NUL + value.encode("ascii"), tx)

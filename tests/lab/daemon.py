@@ -4,6 +4,7 @@ introducing it, wiping it for a migration.
 """
 import errno
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -178,6 +179,28 @@ class Guest:
             if e.args[0] == errno.ENOENT:
                 return None
             raise
+
+    def wait_key(self, rel, predicate, timeout=5.0):
+        """Wait on a dom0 watch until predicate(value or None) holds for the key at `rel`; returns
+        the value. AssertionError with the last value if it does not within `timeout` seconds."""
+        monitor = self.dom0.monitor()
+        token = b"wait-%d" % id(monitor)
+        monitor.watch(self.path(rel), token)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                value = self.read(rel)
+                if predicate(value):
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("%s never satisfied the condition; it is %r" % (rel, value))
+                try:
+                    monitor.events.get(timeout=left)
+                except queue.Empty:
+                    pass
+        finally:
+            monitor.unwatch(self.path(rel), token)
 
     def close(self):
         self.bridge.close()

@@ -334,3 +334,4 @@ def _frames(buf):
         payload = bytes(buf[16:16 + size])
         del buf[:16 + size]
         yield op, rq, tx, payload
+

@@ -1,0 +1,158 @@
+"""Benchmark: how fast the host sees a change, and what the agent costs at idle.
+
+    python3 -m tests.bench.bench [--toggles 400] [--idle 60]
+
+Everything runs on the real xenstored with the agent as guest 7 through the pty bridge, and is
+judged by the host model (tests/hostmodel.py): latency is from the file system change to the
+moment the host's reader has computed the new view. Idle costs are counted on the xenstored side
+(its -T trace) and from /proc for the agent process. Prints one table: figure, value, target.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from tests import hostmodel  # noqa: E402
+from tests.lab import daemon, trace  # noqa: E402
+
+MEMINFO = "MemTotal:        2048000 kB\nMemFree:          512000 kB\nMemAvailable:    1024000 kB\n"
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
+
+
+def proc_stats(pid):
+    status = dict(line.split(":", 1) for line in open("/proc/%d/status" % pid) if ":" in line)
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return {
+        "rss_kib": int(status["VmRSS"].split()[0]),
+        "wakeups": int(status["voluntary_ctxt_switches"]) + int(status["nonvoluntary_ctxt_switches"]),
+        "cpu_s": (int(fields[11]) + int(fields[12])) / tick,
+    }
+
+
+class Bed:
+    """A daemon, guest 7, the host's reader and the agent, in a scratch directory."""
+
+    def __init__(self, extra_args=()):
+        self.dir = tempfile.mkdtemp(prefix="xga-bench-")
+        daemon.ensure_built()
+        self.xsd = daemon.Xenstored(self.dir, trace=True).start()
+        self.guest = daemon.Guest(self.xsd, 7)
+        self.legacy = hostmodel.LegacyReader(self.xsd.socket, 7)
+        self.current = hostmodel.CurrentReader(self.xsd.socket, 7)
+        self.flag = os.path.join(self.dir, "etc", "pv-drivers-not-upgradable")
+        os.makedirs(os.path.dirname(self.flag))
+        os.makedirs(os.path.join(self.dir, "sys"))
+        with open(os.path.join(self.dir, "meminfo"), "w") as f:
+            f.write(MEMINFO)
+        with open(os.path.join(self.dir, "agent.conf"), "w") as f:
+            f.write("")
+        self.t_start = time.monotonic()
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "xe_guest_agent", "run", "--xenstore", self.guest.device,
+             "--flag-file", self.flag, "--config", os.path.join(self.dir, "agent.conf"),
+             "--sysfs", os.path.join(self.dir, "sys"), "--meminfo", os.path.join(self.dir, "meminfo"),
+             "--os-root", self.dir] + list(extra_args),
+            env=dict(os.environ, PYTHONPATH=ROOT), cwd=self.dir)
+
+    def close(self):
+        self.agent.terminate()
+        self.agent.wait(5)
+        self.legacy.close()
+        self.current.close()
+        self.guest.close()
+        self.xsd.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def bench_flag(bed, toggles):
+    lat = []
+    for i in range(toggles):
+        want = i % 2 == 0
+        before = bed.legacy.view["updated"]
+        t0 = time.monotonic()
+        if want:
+            open(bed.flag, "w").close()
+        else:
+            os.unlink(bed.flag)
+        seen = bed.legacy.wait_for(lambda v: v["not_upgradable"] is want and v["updated"] != before,
+                                   since=t0, timeout=5)
+        lat.append((seen - t0) * 1000)
+    return lat
+
+
+def bench_migration(bed, count):
+    out = []
+    for _ in range(count):
+        t0 = time.monotonic()
+        bed.guest.migrate()
+        seen = bed.current.wait_for(lambda v: v["pv_drivers_version"] and v["os_version"] and v["data_updated"],
+                                    since=t0, timeout=5)
+        out.append((seen - t0) * 1000)
+    return out
+
+
+def bench_idle(bed, seconds):
+    before_trace = trace.requests(bed.xsd.trace, 7)
+    before = proc_stats(bed.agent.pid)
+    time.sleep(seconds)   # the thing measured is what happens while nothing does
+    after = proc_stats(bed.agent.pid)
+    reqs = trace.requests(bed.xsd.trace, 7)[len(before_trace):]
+    scale = 3600.0 / seconds
+    return {
+        "requests_per_hour": len(reqs) * scale,
+        "writes_per_hour": len([r for r in reqs if r[0] in trace.MUTATING]) * scale,
+        "wakeups_per_min": (after["wakeups"] - before["wakeups"]) * 60.0 / seconds,
+        "cpu_s_per_hour": (after["cpu_s"] - before["cpu_s"]) * scale,
+        "rss_mib": after["rss_kib"] / 1024.0,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--toggles", type=int, default=400)
+    ap.add_argument("--migrations", type=int, default=50)
+    ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle to measure")
+    args = ap.parse_args()
+
+    bed = Bed()
+    rows = []
+    try:
+        seen = bed.legacy.wait_for(lambda v: v["valid"], timeout=10)
+        rows.append(("start -> first full publish (ms, incl. interpreter start)",
+                     "%.0f" % ((seen - bed.t_start) * 1000), "<= 300"))
+        lat = bench_flag(bed, args.toggles)
+        rows.append(("flag -> host p50 (ms, n=%d)" % len(lat), "%.2f" % pct(lat, 50), "<= 3"))
+        rows.append(("flag -> host p99 (ms)", "%.2f" % pct(lat, 99), "<= 10"))
+        rows.append(("flag -> host mean / max (ms)", "%.2f / %.2f" % (statistics.mean(lat), max(lat)), ""))
+        mig = bench_migration(bed, args.migrations)
+        rows.append(("migration -> fully republished p50 / max (ms, n=%d)" % len(mig),
+                     "%.1f / %.1f" % (pct(mig, 50), max(mig)), "<= 1000"))
+        idle = bench_idle(bed, args.idle)
+        rows.append(("idle XenStore requests per hour (%.0f s measured)" % args.idle,
+                     "%.0f" % idle["requests_per_hour"], ""))
+        rows.append(("idle XenStore writes per hour", "%.0f" % idle["writes_per_hour"], "<= 60"))
+        rows.append(("idle wake-ups per minute", "%.1f" % idle["wakeups_per_min"], "<= 2 + memory timer"))
+        rows.append(("idle CPU seconds per hour", "%.3f" % idle["cpu_s_per_hour"], ""))
+        rows.append(("RSS (MiB)", "%.1f" % idle["rss_mib"], "<= 20"))
+    finally:
+        bed.close()
+    width = max(len(r[0]) for r in rows)
+    print("%-*s  %14s  %s" % (width, "figure", "value", "target"))
+    for name, value, target in rows:
+        print("%-*s  %14s  %s" % (width, name, value, target))
+
+
+if __name__ == "__main__":
+    main()
