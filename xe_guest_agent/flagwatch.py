@@ -4,9 +4,15 @@ are all noticed without polling.
 
 "Present" means the path exists after following symlinks: a dangling symlink is absent.
 """
+import ctypes
 import os
 
+import inotify_simple
 from inotify_simple import INotify, flags
+
+# inotify_simple finds libc with ctypes.util.find_library, which runs `ldconfig -p` in a
+# subprocess; the agent never shells out, and libc is already loaded in this process.
+inotify_simple._libc = inotify_simple._libc or ctypes.CDLL(None, use_errno=True)
 
 MASK = (flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO | flags.ATTRIB
         | flags.DELETE_SELF | flags.MOVE_SELF | flags.ONLYDIR)
