@@ -18,8 +18,15 @@ copy_tree = mkdir -p $(1) && tar -c --exclude-vcs --exclude=./dist --exclude=./b
 	--exclude=__pycache__ --exclude='*.pyc' --exclude=.pytest_cache --exclude='*.egg-info' --exclude='./.venv*' \
 	-f - . | tar -x -C $(1)
 
-.PHONY: all deb rpm clean
+.PHONY: all deb rpm clean check bench
 all: deb rpm
+
+# The test suite (a real xenstored is fetched into .cache/ on first use) and the benchmark.
+check:
+	python3 -m pytest
+
+bench:
+	python3 -m tests.bench.bench
 
 deb:
 	@test -n "$(VERSION)" || { echo "make: no __version__ in xe_guest_agent/__init__.py" >&2; exit 1; }

@@ -72,15 +72,17 @@ def current(xenstored, guest):
 class Agent:
     """`xe-guest-agent run` as a subprocess; its stderr goes to a file for the test to read."""
 
-    def __init__(self, args, workdir, env=None):
+    def __init__(self, args, workdir, env=None, prefix=()):
         self.log_path = os.path.join(workdir, "agent-%d.log" % time.monotonic_ns())
         self._log = open(self.log_path, "wb")
         environ = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
         environ.pop("NOTIFY_SOCKET", None)
         environ.update(env or {})
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "xe_guest_agent"] + list(args),
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=workdir)
+        # A session of its own, so close() can kill whatever a prefix (strace, ip netns exec) left.
+        self.proc = subprocess.Popen(list(prefix) + [sys.executable, "-m", "xe_guest_agent"] + list(args),
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=workdir,
+                                     start_new_session=True)
 
     def log(self):
         with open(self.log_path, errors="replace") as f:
@@ -102,9 +104,11 @@ class Agent:
         return rc, time.monotonic() - t0
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
         self._log.close()
 
 
@@ -134,12 +138,12 @@ def run_agent(workdir, flag):
     """Start `xe-guest-agent run` against a device or socket, with the test's flag and config."""
     started = []
 
-    def start(xenstore, *extra, env=None, log_level=os.environ.get("XGA_TEST_LOG", "info")):
+    def start(xenstore, *extra, env=None, log_level=os.environ.get("XGA_TEST_LOG", "info"), prefix=()):
         args = ["run", "--xenstore", str(xenstore), "--flag-file", str(flag),
                 "--config", str(workdir / "agent.conf"), "--sysfs", str(workdir / "sys"),
                 "--meminfo", str(workdir / "meminfo"), "--os-root", str(workdir),
                 "--log-level", log_level] + list(extra)
-        a = Agent(args, str(workdir), env)
+        a = Agent(args, str(workdir), env, prefix)
         started.append(a)
         return a
 

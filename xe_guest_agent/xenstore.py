@@ -228,7 +228,11 @@ class XenStore:
                 raise
 
     def watch(self, path, token):
-        self.request(Op.WATCH, check_path(path.encode()) + NUL + token.encode() + NUL)
+        try:
+            self.request(Op.WATCH, check_path(path.encode()) + NUL + token.encode() + NUL)
+        except PyXSError as e:
+            if not (e.args and e.args[0] == errno.EEXIST):
+                raise   # EEXIST: the connection already has this watch (it outlived our descriptor)
 
     def transaction_start(self):
         return int(self.request(Op.TRANSACTION_START, NUL).rstrip(NUL))
