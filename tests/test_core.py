@@ -308,3 +308,24 @@ def test_silent_at_idle_with_default_log_level(guest, legacy, run_agent, flag):
     rc, _ = agent.stop()
     assert rc == 0
     assert agent.log() == ""
+
+
+def test_a_refused_change_is_left_alone_not_retried_in_a_loop(guest, xenstored, legacy, run_agent, workdir):
+    agent = run_agent(guest.device)
+    legacy.wait_for(published, timeout=5)
+    guest.dom0.set_perms(guest.path("attr/PVAddons"), [b"n0", b"r7"])
+    for key in ("MajorVersion", "MinorVersion"):
+        guest.dom0.set_perms(guest.path("attr/PVAddons/" + key), [b"n0", b"r7"])
+    (workdir / "agent.conf").write_text("major_version = 9\n")
+    agent.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "attr/PVAddons/MajorVersion" not in agent.log() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "refused" in agent.log(), agent.log()
+    # Absence of a loop can only be seen over a window: a write/refuse/remove loop would send
+    # thousands of requests in it.
+    before = len(trace.requests(xenstored.trace, guest.domid))
+    time.sleep(0.5)
+    assert len(trace.requests(xenstored.trace, guest.domid)) - before < 5
+    assert guest.read("attr/PVAddons/MajorVersion") == b"1"      # left as it was, not removed
+    assert agent.log().count("attr/PVAddons/MajorVersion") == 1 and agent.alive()

@@ -85,16 +85,19 @@ class Agent:
             extra.update(source.keys())
         state = publisher.desired_state(self.config, self.flag_present, extra)
         now = time.monotonic()
-        return {k: v for k, v in state.items() if not self._is_denied(k, v, now)}
-
-    def _is_denied(self, key, value, now):
-        refused = self.denied.get(key)
-        if refused is None:
-            return False
-        if refused[0] != value or (refused[1] is not None and now >= refused[1]):
+        for key in [k for k in self.denied if not self._still_denied(k, state.get(k), now)]:
             del self.denied[key]   # a new value, or time for another try
-            return False
-        return True
+        # A refused key is left as XenStore has it: neither written again nor removed.
+        for key in self.denied:
+            if key in self.actual:
+                state[key] = self.actual[key]
+            else:
+                state.pop(key, None)
+        return state
+
+    def _still_denied(self, key, value, now):
+        refused_value, retry_at = self.denied[key]
+        return refused_value == value and (retry_at is None or now < retry_at)
 
     def owned_keys(self):
         keys = list(schema.OWNED_KEYS) + [schema.UPDATED]

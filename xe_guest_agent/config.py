@@ -32,7 +32,7 @@ class Config:
     flag_file: str = DEFAULT_FLAG_FILE
     log_level: str = "warning"
     memory_interval: float = 60.0      # seconds between /proc/meminfo reads
-    memory_threshold: int = 0          # KiB of change in meminfo_free below which nothing is written
+    memory_threshold: int = 4096       # KiB: smaller moves of meminfo_free are not written (idle jitter)
     feature_balloon: bool = True       # publish control/feature-balloon = 1
     max_addresses: int = 16            # per VIF and address family
 
