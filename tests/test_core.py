@@ -322,10 +322,10 @@ def test_a_refused_change_is_left_alone_not_retried_in_a_loop(guest, xenstored, 
     while "attr/PVAddons/MajorVersion" not in agent.log() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert "refused" in agent.log(), agent.log()
-    # Absence of a loop can only be seen over a window: a write/refuse/remove loop would send
-    # thousands of requests in it.
+    # Absence of a loop can only be seen over a window: a write/refuse/remove loop sends hundreds
+    # of requests in it (220 without the fix); the tail of the refused batch is a handful.
     before = len(trace.requests(xenstored.trace, guest.domid))
     time.sleep(0.5)
-    assert len(trace.requests(xenstored.trace, guest.domid)) - before < 5
+    assert len(trace.requests(xenstored.trace, guest.domid)) - before < 30
     assert guest.read("attr/PVAddons/MajorVersion") == b"1"      # left as it was, not removed
     assert agent.log().count("attr/PVAddons/MajorVersion") == 1 and agent.alive()
