@@ -135,7 +135,8 @@ class Agent:
         if not full and (not self.dirty or time.monotonic() < self.dirty_due):
             return
         dirty, self.dirty = self.dirty, set()
-        log.debug("watches fired: %s", ", ".join(sorted(dirty)))
+        if dirty:
+            log.debug("watches fired: %s", ", ".join(sorted(dirty)))
         # A key refused for its rights gets another try once something changed there (set_perms
         # fires watches too); our own refused writes fire nothing, so this cannot loop.
         for key in _affected(dirty, list(self.denied)):
