@@ -123,7 +123,7 @@ class XenStore:
                 if len(parts) >= 2:
                     self.events.append((parts[0].decode("ascii", "replace"), parts[1].decode("ascii", "replace")))
             else:
-                self._replies[rq] = (op, payload)   # a late reply to an abandoned request is just dropped later
+                self._replies[rq] = (op, payload)
 
     def _lose(self, why):
         self.close()
@@ -161,13 +161,19 @@ class XenStore:
         if self._conn is None:
             raise Lost("not connected")
         deadline = _now() + self.timeout
-        ids, data = [], bytearray()
+        ids, messages = [], []
         for op, payload, tx in requests:
             self._rq = (self._rq + 1) & 0x7FFFFFFF
             packet = Packet(op, payload, self._rq, tx)   # validates op and the 4096-byte limit
-            data += HEADER.pack(packet.op, packet.rq_id, packet.tx_id, packet.size) + payload
+            messages.append(HEADER.pack(packet.op, packet.rq_id, packet.tx_id, packet.size) + payload)
             ids.append(self._rq)
-        self._send(bytes(data), deadline)
+        if isinstance(self._conn, socket.socket):
+            self._send(b"".join(messages), deadline)
+        else:
+            # The kernel's xenbus device handles one message per write() and silently drops the
+            # rest of the buffer: each message gets a write of its own (replies still pipeline).
+            for message in messages:
+                self._send(message, deadline)
         results = []
         for rq in ids:
             while rq not in self._replies:
