@@ -329,3 +329,49 @@ def test_a_refused_change_is_left_alone_not_retried_in_a_loop(guest, xenstored, 
     assert len(trace.requests(xenstored.trace, guest.domid)) - before < 30
     assert guest.read("attr/PVAddons/MajorVersion") == b"1"      # left as it was, not removed
     assert agent.log().count("attr/PVAddons/MajorVersion") == 1 and agent.alive()
+
+
+def test_no_busy_loop_while_xenstore_is_gone(xenstored, run_agent):
+    from tests.hostmodel import LegacyReader
+    agent = run_agent(xenstored.socket)
+    r = LegacyReader(xenstored.socket, 0)
+    try:
+        r.wait_for(published, timeout=5)
+    finally:
+        r.close()
+    dom0 = xenstored.client()
+    dom0.delete(b"/local/domain/0/attr/PVAddons/Installed")   # a watch fires: work pending...
+    dom0.close()
+    xenstored.kill()                                          # ...when the connection goes
+    deadline = time.monotonic() + 5
+    while "lost XenStore" not in agent.log() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = lambda: sum(int(x) for x in open("/proc/%d/stat" % agent.proc.pid).read().rsplit(")", 1)[1].split()[11:13])
+    before = cpu()
+    time.sleep(1.0)   # a window in which a spinning loop burns most of a core
+    assert (cpu() - before) / ticks < 0.1
+    assert agent.alive()
+
+
+def test_a_value_xenstored_refuses_does_not_sink_the_batch(lab, rundir, run_agent, workdir):
+    """A node over xenstored's size limit fails its write and then the whole commit: the agent
+    sets that key aside and commits the rest."""
+    from tests.hostmodel import LegacyReader
+    from tests.lab import daemon
+    xsd = daemon.Xenstored(rundir, args=["--entry-size", "600"], trace=True).start()
+    guest = daemon.Guest(xsd, 7)
+    try:
+        (workdir / "etc" / "os-release").write_text('PRETTY_NAME="%s"\nID=debian\n' % ("Long name " * 80))
+        agent = run_agent(guest.device)
+        r = LegacyReader(xsd.socket, 7)
+        try:
+            r.wait_for(published, timeout=5, what="the version keys beside a refused os_name")
+        finally:
+            r.close()
+        assert guest.read("data/os_distro") == b"debian" and guest.read("data/os_name") is None
+        assert agent.log().count("data/os_name") == 1, agent.log()
+        assert agent.alive()
+    finally:
+        guest.close()
+        xsd.kill()

@@ -184,18 +184,28 @@ class Agent:
             tx = self.xs.transaction_start()
             requests = [self.xs.encode(s.op, s.path, s.value, tx) for s in steps]
             *replies, commit = self.xs.pipeline(requests + [self.xs.encode("commit", tx=tx)])
-            if isinstance(commit, PyXSError):
-                if commit.args and commit.args[0] == errno.EAGAIN:
-                    time.sleep(delays.next())   # someone else wrote meanwhile: redo the whole batch
-                    continue
+            failed = {s: r for s, r in zip(steps, replies) if isinstance(r, PyXSError)
+                      and not (s.op == "rm" and r.args[0] == errno.ENOENT)}
+            if not isinstance(commit, PyXSError):
+                break
+            if commit.args and commit.args[0] == errno.EAGAIN:
+                time.sleep(delays.next())   # someone else wrote meanwhile: redo the whole batch
+                continue
+            if not failed:
                 raise commit
-            break
+            # A refused value (too long, over quota) makes xenstored refuse the whole commit:
+            # set those keys aside and commit the rest.
+            for step, exc in failed.items():
+                self._refused(step, exc)
+            steps = [s for s in steps if s not in failed]
+            if all(s.path == schema.UPDATED for s in steps):
+                return
         else:
             raise PyXSError(errno.EAGAIN, "transaction kept conflicting")
         log.debug("transaction committed: %s", ", ".join("%s %s" % (s.op, s.path) for s in steps))
-        for step, reply in zip(steps, replies):
-            if isinstance(reply, PyXSError) and not (step.op == "rm" and reply.args[0] == errno.ENOENT):
-                self._refused(step, reply)
+        for step in steps:
+            if step in failed:
+                self._refused(step, failed[step])
             elif step.op == "write":
                 self.actual[step.path] = step.value
             else:
@@ -246,6 +256,7 @@ class Agent:
             self.selector.unregister(self._xs_fd)   # before close: the number may be reused
             self._xs_fd = None
         self.xs.close()
+        self.dirty.clear()   # everything is read afresh on reconnect
         log.debug("lost: %s", why)
         if not self.lost_logged:
             log.warning("lost XenStore at %s (%s); reconnecting", self.xs.path, why)
@@ -365,8 +376,8 @@ class Agent:
         """Seconds until the next thing due; None (sleep until an event) at idle."""
         due = list(self.timers.values())
         if self.retry_at > time.monotonic():
-            due.append(self.retry_at)
-        if self.dirty:
+            due.append(self.retry_at)   # nothing else can be done before then
+        elif self.dirty:
             due.append(self.dirty_due)
         if not due:
             return None
