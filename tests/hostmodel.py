@@ -4,12 +4,14 @@
   attr/PVAddons/* and computes PV_drivers_up_to_date, honouring NotUpgradable.
 - CurrentReader: xenopsd today. Watches attr, control, feature, xenserver/attr, ... recursively,
   and on any event re-reads with its depth limits into PV_drivers_version, os_version, networks,
-  other and memory.
+  other and memory; a change of data/* alone is seen at its next look. Memory "free" is also
+  refreshed on its own by xcp-rrdd's squeezed plugin, which watches data/meminfo_free.
 
 Each runs a watch thread; `wait_for(predicate, timeout)` waits on its events with a deadline and
 returns the moment (time.monotonic) the reader first computed a view that satisfied it.
 """
 import queue
+import re
 import threading
 import time
 
@@ -20,15 +22,30 @@ from tests.lab.quickread import QuickReader
 PRODUCT_VERSION = (1, 0, 0)   # the host's idea of the current tools version
 
 
+# OCaml's int_of_string, which xapi parses versions and indexes with: an optional sign, decimal
+# digits or a 0x/0o/0b prefix, '_' allowed after the first digit; no spaces (Python's int() takes
+# " 1\n" and non-ASCII digits, xapi does not); 63-bit (decimal may not overflow, others wrap).
+_OCAML_INT = re.compile(r"([-+]?)(0[xX][0-9a-fA-F][0-9a-fA-F_]*|0[oO][0-7][0-7_]*|0[bB][01][01_]*|[0-9][0-9_]*)\Z")
+
+
 def _int(text):
-    try:
-        return int(text)
-    except (TypeError, ValueError):
+    m = _OCAML_INT.match(text) if isinstance(text, str) else None
+    if not m:
         return None
+    sign, digits = -1 if m.group(1) == "-" else 1, m.group(2).replace("_", "")
+    if digits[1:2].isalpha():
+        value = int(digits, 0)
+        if value >= 1 << 63:
+            return None
+        value = value - (1 << 63) if value >= 1 << 62 else value
+        return sign * value
+    value = sign * int(digits)
+    return value if -(1 << 62) <= value < 1 << 62 else None
 
 
 class Reader:
     WATCHES = ()
+    SIDE_WATCHES = ()   # (path, token): watches of another host component that reads less
 
     def __init__(self, socket_path, domid):
         self.home = "/local/domain/%d" % domid
@@ -43,6 +60,8 @@ class Reader:
         self._stop = threading.Event()
         for rel in self.WATCHES:
             self.monitor.watch((self.home + "/" + rel).encode(), b"host")
+        for rel, token in self.SIDE_WATCHES:
+            self.monitor.watch((self.home + "/" + rel).encode(), token)
         self._update()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -56,27 +75,29 @@ class Reader:
     def _loop(self):
         while not self._stop.is_set():
             try:
-                self.monitor.events.get(timeout=0.05)
+                tokens = {self.monitor.events.get(timeout=0.05)[1]}
             except queue.Empty:
                 continue
             try:
                 while True:   # coalesce a burst into one re-read, as the host does
-                    self.monitor.events.get_nowait()
+                    tokens.add(self.monitor.events.get_nowait()[1])
             except queue.Empty:
                 pass
             try:
-                self._update()
+                self._update(tokens)
             except Exception:
                 if self._stop.is_set():
                     return
                 raise
 
-    def _update(self):
+    def _update(self, tokens=None):
         began = time.monotonic()   # a view is only as fresh as its first read
-        view = self.compute()
+        side = self.view is not None and tokens is not None and b"host" not in tokens
+        view = self.side_look() if side else self.compute()
         now = time.monotonic()
         with self.cond:
-            self.computed = began
+            if not side:   # `since` in wait_for means "a full look since"
+                self.computed = began
             if view != self.view:
                 self.view = view
                 self.history.append((now, view))
@@ -112,6 +133,10 @@ class LegacyReader(Reader):
     """xapi of the 2010 proposal: looks only when data/updated is written."""
     WATCHES = ("data/updated",)
 
+    def side_look(self):
+        """The view after only a SIDE_WATCHES component looked."""
+        return self.view
+
     def compute(self):
         names = ("MajorVersion", "MinorVersion", "MicroVersion", "BuildVersion", "Installed", "NotUpgradable")
         updated, *values = self.read_many(["data/updated"] + ["attr/PVAddons/" + k for k in names])
@@ -139,6 +164,9 @@ class CurrentReader(Reader):
     """xenopsd today: watches these subtrees, re-reads everything with its depth limits."""
     WATCHES = ("attr", "control", "feature", "xenserver/attr", "data/ts", "data/service",
                "data/pvs_target", "device", "memory/target", "vm-data")
+    # The RRD's memory_internal_free comes from xcp-rrdd's squeezed plugin, which watches
+    # data/meminfo_free and reads just that key; xenopsd itself does not watch data/.
+    SIDE_WATCHES = (("data/meminfo_free", b"rrdd"),)
 
     def tree(self, rel, depth):
         """{relative path: value} of the leaves at most `depth` levels below `rel`, read level by
@@ -148,12 +176,18 @@ class CurrentReader(Reader):
             if not level:
                 break
             children = self.quick.list_many([self.abs(p) for p in level])
-            leaves = [p for p, c in zip(level, children) if not c]
+            # At the depth limit a node is read whatever lies below it (attr/vif/0/ipv4/0 is read,
+            # its children are not); above it only leaves are.
+            leaves = [p for p, c in zip(level, children) if not c or d == depth]
             for p, v in zip(leaves, self.read_many(leaves)):
                 if v is not None:
                     out[p] = v
             level = [p + "/" + c for p, cs in zip(level, children) for c in cs] if d < depth else []
         return out
+
+    def side_look(self):
+        free, = self.read_many(["data/meminfo_free"])
+        return dict(self.view, memory=dict(self.view["memory"], free=free))
 
     def compute(self):
         attr = self.tree("attr", 4)
@@ -163,13 +197,32 @@ class CurrentReader(Reader):
         return {
             "pv_drivers_version": pv_drivers_version(attr),
             "not_upgradable": attr.get("attr/PVAddons/NotUpgradable") == "1",
-            "os_version": {k: data["data/os_" + k] for k in ("name", "uname", "distro", "majorver", "minorver")
-                           if "data/os_" + k in data},
+            "os_version": os_version(data, attr),
             "networks": networks(attr, "attr/vif/", sriov),
             "memory": {k: data.get("data/meminfo_" + k) for k in ("total", "free")},
-            "other": {k.split("/", 1)[1]: v for k, v in control.items()},
+            "other": other(control, data),
             "data_updated": data.get("data/updated"),
         }
+
+
+# xapi's os_version map: XenStore key -> map key (Xapi_guest_agent.os_version).
+OS_VERSION = (("data/os_name", "name"), ("data/os_uname", "uname"), ("data/os_distro", "distro"),
+              ("data/os_majorver", "major"), ("data/os_minorver", "minor"),
+              ("attr/os/spmajor", "spmajor"), ("attr/os/spminor", "spminor"))
+
+
+def os_version(data, attr=None):
+    """xapi's VM_guest_metrics.os_version from data/os_* (and Windows' attr/os/sp*)."""
+    found = dict(attr or {}, **data)
+    return {name: found[key] for key, name in OS_VERSION if key in found}
+
+
+def other(control, data=None):
+    """xapi's `other`: one entry per control/<x> key, plus data-ts when data/ts exists."""
+    out = {k.split("/", 1)[1]: v for k, v in control.items() if "/" in k}
+    if (data or {}).get("data/ts") is not None:
+        out["data-ts"] = data["data/ts"]
+    return out
 
 
 def pv_drivers_version(attr):
@@ -187,21 +240,32 @@ def pv_drivers_version(attr):
     return out
 
 
+SRIOV_PREFIX = "xenserver/attr/net-sriov-vf/"
+# Interface names of the layout older agents wrote (attr/eth0/ip, attr/eth0/ipv6/<j>/addr).
+LEGACY_NAMES = ("eth", "xenbr", "eno", "ens", "emp", "enx")
+
+
 def networks(attr, prefix, sriov=None):
-    """xapi's VM_guest_metrics.networks from attr/vif/<devid>/ipv4|ipv6/<n>: a non-integer index
-    drops the whole VIF; the lowest ipv4 index also becomes <devid>/ip."""
+    """xapi's VM_guest_metrics.networks: attr/vif/<devid>/ipv4|ipv6/<n> -> "<devid>/ipv4|ipv6/<n>";
+    the lowest ipv4 index also becomes <devid>/ip; a non-integer index drops the whole VIF. When
+    attr/vif has no entries, the legacy layout attr/eth<N>/... is read instead. SR-IOV VFs
+    (xenserver/attr/net-sriov-vf/<id>/...) are computed the same way and added (xapi concatenates
+    the two lists; a VF id equal to a VIF devid would give duplicate keys there, the VF's here)."""
+    out = _networks(attr, prefix)
+    out.update(_networks(sriov or {}, SRIOV_PREFIX))
+    return out
+
+
+def _networks(tree, prefix):
     vifs = {}
-    for key, value in attr.items():
-        if not key.startswith(prefix):
-            continue
-        parts = key[len(prefix):].split("/")
-        if len(parts) != 3 or parts[1] not in ("ipv4", "ipv6"):
-            continue
-        vifs.setdefault(parts[0], []).append((parts[1], parts[2], value))
-    for key, value in (sriov or {}).items():
-        parts = key.split("/")[-3:]
-        if len(parts) == 3 and parts[1] in ("ipv4", "ipv6"):
-            vifs.setdefault(parts[0], []).append((parts[1], parts[2], value))
+    for key, value in tree.items():
+        if key.startswith(prefix):
+            parts = key[len(prefix):].split("/")
+            addrs = vifs.setdefault(parts[0], [])
+            if len(parts) == 3 and parts[1] in ("ipv4", "ipv6"):
+                addrs.append((parts[1], parts[2], value))
+    if not vifs:
+        return _legacy_networks(tree, prefix.rstrip("/").rsplit("/", 1)[0] + "/")
     out = {}
     for devid, addrs in vifs.items():
         if any(_int(n) is None for _, n, _ in addrs):
@@ -211,4 +275,20 @@ def networks(attr, prefix, sriov=None):
         v4 = sorted((_int(n), value) for family, n, value in addrs if family == "ipv4")
         if v4:
             out["%s/ip" % devid] = v4[0][1]
+    return out
+
+
+def _legacy_networks(tree, root):
+    """attr/<eth|xenbr|eno|ens|emp|enx><N>/ip -> N/ip and N/ipv4/0; .../ipv6/<j>/addr -> N/ipv6/<j>."""
+    out = {}
+    for key, value in tree.items():
+        parts = key[len(root):].split("/") if key.startswith(root) else []
+        name = next((p for p in LEGACY_NAMES if parts and parts[0].startswith(p)), None)
+        if name is None:
+            continue
+        n = parts[0][len(name):]
+        if parts[1:] == ["ip"]:
+            out[n + "/ip"] = out[n + "/ipv4/0"] = value
+        elif len(parts) == 4 and parts[1] == "ipv6" and parts[3] == "addr":
+            out["%s/ipv6/%s" % (n, parts[2])] = value
     return out

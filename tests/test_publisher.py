@@ -82,3 +82,15 @@ def test_safe_value(text, expected):
 ])
 def test_valid_path(path, ok):
     assert schema.valid_path(path) is ok
+
+
+def test_plan_an_os_change_alone_also_touches_what_xenopsd_watches():
+    actual = dict(V, **{"data/os_name": "Debian 11", "data/updated": "1"})
+    desired = dict(V, **{"data/os_name": "Debian 12"})
+    assert publisher.plan(desired, actual, "2") == [
+        Step("write", "data/os_name", "Debian 12"), Step("write", "attr/PVAddons/Installed", "1"),
+        Step("write", "data/updated", "2")]
+    # Memory is read by rrdd on its own watch: no extra write for it.
+    actual = dict(V, **{"data/meminfo_free": "1", "data/updated": "1"})
+    assert publisher.plan(dict(V, **{"data/meminfo_free": "2"}), actual, "2") == [
+        Step("write", "data/meminfo_free", "2"), Step("write", "data/updated", "2")]

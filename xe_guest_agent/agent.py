@@ -109,8 +109,7 @@ class Agent:
     def connect(self):
         log.debug("connecting to %s", self.xs.path)
         self.xs.connect()
-        for path in schema.WATCHED:
-            self.xs.watch(path, TOKEN)
+        self.xs.watch(schema.WATCHED, TOKEN)
         self.xs.events.clear()   # the firing every new watch does: we are about to read everything
         self.dirty.clear()
         domain = self.xs.read(schema.UNIQUE_DOMAIN_ID)
@@ -141,24 +140,26 @@ class Agent:
         # fires watches too); our own refused writes fire nothing, so this cannot loop.
         for key in _affected(dirty, list(self.denied)):
             self.denied.pop(key, None)
-        if schema.UNIQUE_DOMAIN_ID in dirty:
-            domain = self.xs.read(schema.UNIQUE_DOMAIN_ID)
-            if domain != self.domain:
-                log.info("domain changed (unique-domain-id %s): republishing everything", domain)
-                self._forget(domain)
-                full = True
         keys = self.owned_keys()
-        if full:
-            paths, self.actual = keys + list(schema.OWNED_SUBTREES), {}
-        else:
-            paths = _affected(dirty, keys)
-        trees = [p for p in paths if p in schema.OWNED_SUBTREES]
+        paths = keys + list(schema.OWNED_SUBTREES) if full else _affected(dirty, keys)
         plain = [p for p in paths if p not in schema.OWNED_SUBTREES]
-        for path, value in zip(plain, self.xs.read_many(plain)):
+        # unique-domain-id rides along with every look: a migration's events may come in several
+        # bursts, and the first one should already republish everything, in one batch.
+        domain, *values = self.xs.read_many([schema.UNIQUE_DOMAIN_ID] + plain)
+        if domain != self.domain:
+            log.info("domain changed (unique-domain-id %s): republishing everything", domain)
+            self._forget(domain)
+            full, paths = True, keys + list(schema.OWNED_SUBTREES)
+            plain = [p for p in paths if p not in schema.OWNED_SUBTREES]
+            values = self.xs.read_many(plain)
+        if full:
+            self.actual = {}
+        for path, value in zip(plain, values):
             if value is None:
                 self.actual.pop(path, None)
             else:
                 self.actual[path] = value
+        trees = [p for p in paths if p in schema.OWNED_SUBTREES]
         for tree in trees:
             for k in [k for k in self.actual if k.startswith(tree + "/")]:
                 del self.actual[k]
@@ -191,6 +192,10 @@ class Agent:
             if commit.args and commit.args[0] == errno.EAGAIN:
                 time.sleep(delays.next())   # someone else wrote meanwhile: redo the whole batch
                 continue
+            if not failed and commit.args and commit.args[0] in QUOTA_ERRORS:
+                # The domain's node quota is checked at the commit only: every write in the
+                # batch succeeded, so the ones that add a node are the ones to set aside.
+                failed = {s: commit for s in steps if s.op == "write" and s.path not in self.actual}
             if not failed:
                 raise commit
             # A refused value (too long, over quota) makes xenstored refuse the whole commit:

@@ -5,12 +5,15 @@ else wrong with it is a ConfigError naming the file, line and key, so the user c
 """
 import dataclasses
 import logging
+import os
+import stat
 
 from . import __version__
 
 DEFAULT_CONFIG = "/etc/xe-guest-agent/agent.conf"
 DEFAULT_FLAG_FILE = "/etc/pv-drivers-not-upgradable"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_SIZE = 1 << 20   # bytes: a config file is a few lines
 
 
 class ConfigError(Exception):
@@ -123,14 +126,21 @@ def load(path=None, overrides=None):
     path = path or DEFAULT_CONFIG
     values = {}
     try:
-        with open(path, "rb") as f:
-            raw = f.read(1 << 20)
+        # O_NONBLOCK: a FIFO put there must not hang the start. A file, or /dev/null.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+                raise ConfigError("%s: not a regular file" % path)
+            raw = f.read(MAX_SIZE + 1)
     except FileNotFoundError:
         if explicit:
             raise ConfigError("%s: no such config file" % path) from None
         raw = b""
     except OSError as e:
         raise ConfigError("%s: cannot read: %s" % (path, e.strerror)) from None
+    if len(raw) > MAX_SIZE:
+        # Cut short, it could end in a setting cut in two (12 read as 1): refuse the whole file.
+        raise ConfigError("%s: too big for a config file (over %d bytes)" % (path, MAX_SIZE))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

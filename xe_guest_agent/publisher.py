@@ -32,13 +32,18 @@ def plan(desired, actual, updated):
     """Ordered steps that turn `actual` (the agent's keys as XenStore holds them) into `desired`.
 
     Writes and removals go data/* first, then attr/* and the rest; if there is anything to do,
-    `data/updated` = `updated` comes last so a host that watches it re-reads a complete tree.
+    `data/updated` = `updated` comes last so a host that watches it re-reads a complete tree. A
+    change to data/os_* alone also rewrites Installed, which today's xenopsd does watch.
     A key below an owned subtree whose whole branch is stale is removed with its branch.
     """
     steps = [Step("write", k, v) for k, v in desired.items() if actual.get(k) != v and k != schema.UPDATED]
     steps += [Step("rm", p, None) for p in _removals(desired, actual)]
     if not steps and schema.UPDATED in actual:
         return []   # a missing data/updated is itself a change: squeezed reads it as "agent present"
+    if (any(s.path in schema.OS_KEYS for s in steps) and schema.INSTALLED in desired
+            and not any(s.path.startswith(schema.HOST_WATCHED) for s in steps)):
+        # Current xenopsd does not watch data/: rewriting Installed (same value) makes it look.
+        steps.append(Step("write", schema.INSTALLED, desired[schema.INSTALLED]))
     steps.sort(key=lambda s: (schema.write_rank(s.path), s.path))
     return steps + [Step("write", schema.UPDATED, updated)]
 

@@ -54,7 +54,9 @@ class Balloon(Source):
         return {schema.FEATURE_BALLOON: "1"} if self.enabled else {}
 
     def owned_keys(self):
-        return [schema.FEATURE_BALLOON] if self.enabled else []
+        # Owned even when turned off: a run with feature_balloon = no removes what an earlier run
+        # published, or squeezed would go on believing the guest can balloon.
+        return [schema.FEATURE_BALLOON]
 
     def reload(self, config):
         self.enabled = config.feature_balloon

@@ -233,12 +233,13 @@ class XenStore:
             if not (e.args and e.args[0] == errno.ENOENT):
                 raise
 
-    def watch(self, path, token):
-        try:
-            self.request(Op.WATCH, check_path(path.encode()) + NUL + token.encode() + NUL)
-        except PyXSError as e:
-            if not (e.args and e.args[0] == errno.EEXIST):
-                raise   # EEXIST: the connection already has this watch (it outlived our descriptor)
+    def watch(self, paths, token):
+        """Watch each of `paths` (one round trip for all)."""
+        replies = self.pipeline([(Op.WATCH, check_path(p.encode()) + NUL + token.encode() + NUL, 0) for p in paths])
+        for reply in replies:
+            # EEXIST: the connection already has this watch (it outlived our descriptor).
+            if isinstance(reply, PyXSError) and not (reply.args and reply.args[0] == errno.EEXIST):
+                raise reply
 
     def transaction_start(self):
         return int(self.request(Op.TRANSACTION_START, NUL).rstrip(NUL))

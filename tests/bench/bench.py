@@ -1,6 +1,6 @@
 """Benchmark: how fast the host sees a change, and what the agent costs at idle.
 
-    python3 -m tests.bench.bench [--toggles 400] [--idle 60]
+    python3 -m tests.bench.bench [--toggles 400] [--idle 60] [--addresses 500]
 
 Everything runs on the real xenstored with the agent as guest 7 through the pty bridge, and is
 judged by the host model (tests/hostmodel.py): latency is from the file system change to the
@@ -8,6 +8,7 @@ moment the host's reader has computed the new view. Idle costs are counted on th
 (its -T trace) and from /proc for the agent process. Prints one table: figure, value, target.
 """
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -21,6 +22,7 @@ sys.path.insert(0, ROOT)
 
 from tests import hostmodel  # noqa: E402
 from tests.lab import daemon, trace  # noqa: E402
+from tests.sysfs_tree import SysfsTree  # noqa: E402
 
 
 def pct(values, p):
@@ -42,7 +44,7 @@ def proc_stats(pid):
 class Bed:
     """A daemon, guest 7, the host's reader and the agent, in a scratch directory."""
 
-    def __init__(self, extra_args=()):
+    def __init__(self, extra_args=(), prefix=()):
         self.dir = tempfile.mkdtemp(prefix="xga-bench-")
         daemon.ensure_built()
         self.xsd = daemon.Xenstored(self.dir, trace=True).start()
@@ -60,7 +62,7 @@ class Bed:
         # on PYTHONPATH instead. The real /proc/meminfo: idle writes are counted as they would be.
         path = [ROOT] + [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
         self.agent = subprocess.Popen(
-            [sys.executable, "-S", "-m", "xe_guest_agent", "run", "--xenstore", self.guest.device,
+            list(prefix) + [sys.executable, "-S", "-m", "xe_guest_agent", "run", "--xenstore", self.guest.device,
              "--flag-file", self.flag, "--config", os.path.join(self.dir, "agent.conf"),
              "--sysfs", os.path.join(self.dir, "sys"), "--os-root", self.dir] + list(extra_args),
             env=dict(os.environ, PYTHONPATH=os.pathsep.join(path)), cwd=self.dir)
@@ -132,11 +134,51 @@ def bench_idle(bed, seconds):
     }
 
 
+def bench_addresses(count):
+    """`ip addr add` -> the host model showing the address, and `ip addr del` -> gone: the agent runs
+    in a private network namespace in which veth eth0 looks like VIF 0 (a fake sysfs tree).
+    Commands go to one running `ip -batch`, so the clock starts when the command is handed over,
+    not when a new `ip` process would have been exec'd. Returns (add_ms, del_ms)."""
+    ns = "xga-bench-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    batch = bed = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"], check=True)
+        out = subprocess.run(["ip", "-n", ns, "-j", "link", "show", "dev", "eth0"], check=True,
+                             stdout=subprocess.PIPE, universal_newlines=True).stdout
+        index = json.loads(out)[0]["ifindex"]
+        bed = Bed(prefix=("ip", "netns", "exec", ns))
+        SysfsTree(os.path.join(bed.dir, "sys")).vif("eth0", devid=0, index=index)
+        bed.current.wait_for(lambda v: v["pv_drivers_version"], timeout=10)
+        batch = subprocess.Popen(["ip", "-n", ns, "-force", "-batch", "-"], stdin=subprocess.PIPE,
+                                 universal_newlines=True)
+        added, deleted = [], []
+        for i in range(count):
+            address = "10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)
+            for op, into, want in (("add", added, address), ("del", deleted, None)):
+                t0 = time.monotonic()
+                batch.stdin.write("address %s %s/32 dev eth0\n" % (op, address))
+                batch.stdin.flush()
+                seen = bed.current.wait_for(lambda v: v["networks"].get("0/ipv4/0") == want, since=t0, timeout=5,
+                                            what="0/ipv4/0 == %s" % want)
+                into.append((seen - t0) * 1000)
+        return added, deleted
+    finally:
+        if batch:
+            batch.stdin.close()
+            batch.wait(5)
+        if bed:
+            bed.close()
+        subprocess.run(["ip", "netns", "del", ns])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--toggles", type=int, default=400)
     ap.add_argument("--migrations", type=int, default=50)
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle to measure")
+    ap.add_argument("--addresses", type=int, default=0, metavar="N",
+                    help="also time N `ip addr add`/`del` -> host (in a network namespace; root); 0: skip")
     args = ap.parse_args()
 
     bed = Bed()
@@ -161,6 +203,11 @@ def main():
         rows.append(("RSS (MiB)", "%.1f" % idle["rss_mib"], "<= 20"))
     finally:
         bed.close()
+    if args.addresses:
+        added, deleted = bench_addresses(args.addresses)
+        rows.append(("ip addr add -> host p50 (ms, n=%d)" % len(added), "%.2f" % pct(added, 50), "<= 10"))
+        rows.append(("ip addr add -> host p99 (ms)", "%.2f" % pct(added, 99), "<= 50"))
+        rows.append(("ip addr del -> host p50 / p99 (ms)", "%.2f / %.2f" % (pct(deleted, 50), pct(deleted, 99)), ""))
     width = max(len(r[0]) for r in rows)
     print("%-*s  %14s  %s" % (width, "figure", "value", "target"))
     for name, value, target in rows:

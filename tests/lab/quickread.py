@@ -13,8 +13,8 @@ READ, DIRECTORY, ERROR = 2, 1, 16
 class QuickReader:
     def __init__(self, path, timeout=5.0):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)   # blocking: with a timeout set, a full listen backlog is EAGAIN
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
         self.rq = 0
 
     def _recv(self, n):

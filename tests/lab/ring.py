@@ -8,6 +8,7 @@ xenstore_domain_interface):
 - `PtyBridge(dir, domid)`: a raw pty whose slave the agent opens as its xenbus device; bytes are
   forwarded between the pty and the ring, as the kernel's xenbus driver does.
 """
+import contextlib
 import ctypes
 import errno
 import mmap
@@ -233,6 +234,11 @@ class PtyBridge:
     xenstored comes back (`replay_watches`) registers them again, so that each fires once; the
     replies to those requests are its own and are not passed on. The bridge keeps a slave
     descriptor open, so the master never sees a hang-up while the agent reopens the device.
+
+    Fault injection: `refuse`, if set, is called as refuse(op, payload) for each whole request
+    from the agent; a returned errno name (e.g. "E2BIG", as oxenstored or the kernel answer) is
+    sent back as the XS_ERROR reply and the request never reaches xenstored. `suspended()` and
+    `retarget(domid)` let a test move the guest to another domain, as a migration does.
     """
 
     REPLAY_ID = 0x7FFF0000
@@ -251,6 +257,10 @@ class PtyBridge:
         self.down = bytearray()  # from xenstored, not yet framed (replay replies)
         self.watches = set()
         self.bytes_in = 0     # agent -> xenstored, for the benchmark's accounting
+        self.refuse = None    # fault injection: refuse(op, payload) -> errno name or None
+        self.refused = []     # (op, payload) of the requests refused that way
+        self.injected = bytearray()   # error replies made up here, not yet passed on
+        self.retired = []     # rings of domains the guest has left (closed in close())
         self._stop_r, self._stop_w = os.pipe()
         self.thread = threading.Thread(target=self._loop, name="pty-bridge-%d" % domid, daemon=True)
         self.thread.start()
@@ -268,12 +278,12 @@ class PtyBridge:
                         data = os.read(self.master, 65536)
                     except OSError:
                         data = b""
-                    self.pending += data
                     self.bytes_in += len(data)
-                    self._track(data)
+                    self.pending += self._track(data)
                 if self.pending:
                     self.pending = self.pending[self.ring.put(self.pending):]
-                out = self._filter(self.ring.take())
+                out = bytes(self.injected) + self._filter(self.ring.take())
+                self.injected.clear()
                 while out:
                     try:
                         out = out[os.write(self.master, out):]
@@ -281,13 +291,23 @@ class PtyBridge:
                         select.select([], [self.master], [], 0.05)
 
     def _track(self, data):
+        """Note watches; return the whole requests to pass on to xenstored (less refused ones)."""
         self.up += data
-        for op, rq, _tx, payload in _frames(self.up):
+        forward = bytearray()
+        for op, rq, tx, payload in _frames(self.up):
             parts = tuple(payload.split(NUL)[:2])
             if op == Op.WATCH:
                 self.watches.add(parts)
             elif op == Op.UNWATCH:
                 self.watches.discard(parts)
+            error = self.refuse(op, payload) if self.refuse else None
+            if error:
+                self.refused.append((op, payload))
+                body = error.encode() + NUL
+                self.injected += Packet._struct.pack(Op.ERROR, rq, tx, len(body)) + body
+                continue
+            forward += Packet._struct.pack(op, rq, tx, len(payload)) + payload
+        return bytes(forward)
 
     def _filter(self, data):
         """Pass on whole packets, less the replies to our own replayed watches."""
@@ -309,14 +329,37 @@ class PtyBridge:
     def replay_watches(self):
         """Register the remembered watches again, as the kernel does once xenstored is back."""
         with self.lock:
-            for i, (path, token) in enumerate(sorted(self.watches)):
-                payload = path + NUL + token + NUL
-                self.pending += Packet._struct.pack(Op.WATCH, self.REPLAY_ID + i, 0, len(payload)) + payload
+            self._queue_replay()
+
+    def _queue_replay(self):
+        for i, (path, token) in enumerate(sorted(self.watches)):
+            payload = path + NUL + token + NUL
+            self.pending += Packet._struct.pack(Op.WATCH, self.REPLAY_ID + i, 0, len(payload)) + payload
+
+    @contextlib.contextmanager
+    def suspended(self):
+        """The guest is paused (suspend, migration): nothing passes either way inside the block;
+        what the agent sends meanwhile waits in the pty."""
+        with self.lock:
+            yield
+
+    def retarget(self, domid):
+        """Inside suspended(): the guest resumes as domain `domid` (its ring created and introduced
+        by dom0). Like the kernel, the bridge reconnects to the new ring and registers the
+        remembered watches there (relative paths now resolve in the new home); replies still in
+        the old ring are lost."""
+        self.retired.append(self.ring)   # the loop may still be selecting on its descriptor
+        self.domid = domid
+        self.ring = RingTransport(self.shim_dir, domid)
+        self.down.clear()
+        self._queue_replay()
 
     def close(self):
         os.write(self._stop_w, b"x")
         self.thread.join(5)
         self.ring.close()
+        for ring in self.retired:
+            ring.close()
         for fd in (self.master, self.slave, self._stop_r, self._stop_w):
             try:
                 os.close(fd)
