@@ -16,6 +16,7 @@ import os
 import select
 import struct
 import threading
+import time
 import tty
 
 from pyxs import Client
@@ -261,6 +262,8 @@ class PtyBridge:
         self.refused = []     # (op, payload) of the requests refused that way
         self.injected = bytearray()   # error replies made up here, not yet passed on
         self.retired = []     # rings of domains the guest has left (closed in close())
+        self.busy = {}        # ("rq", id) or ("tx", id) -> (op, tx, since): the agent's requests
+                              # not answered yet and transactions not ended
         self._stop_r, self._stop_w = os.pipe()
         self.thread = threading.Thread(target=self._loop, name="pty-bridge-%d" % domid, daemon=True)
         self.thread.start()
@@ -288,7 +291,9 @@ class PtyBridge:
                     try:
                         out = out[os.write(self.master, out):]
                     except BlockingIOError:
-                        select.select([], [self.master], [], 0.05)
+                        # The agent is not reading (stopped, or gone): do not outlive close().
+                        if select.select([self._stop_r], [self.master], [], 0.05)[0]:
+                            return
 
     def _track(self, data):
         """Note watches; return the whole requests to pass on to xenstored (less refused ones)."""
@@ -306,6 +311,7 @@ class PtyBridge:
                 body = error.encode() + NUL
                 self.injected += Packet._struct.pack(Op.ERROR, rq, tx, len(body)) + body
                 continue
+            self.busy[("rq", rq)] = (op, tx, time.monotonic())
             forward += Packet._struct.pack(op, rq, tx, len(payload)) + payload
         return bytes(forward)
 
@@ -316,6 +322,12 @@ class PtyBridge:
         for op, rq, tx, payload in _frames(self.down):
             if op == Op.WATCH and rq >= self.REPLAY_ID:
                 continue
+            if op != Op.WATCH_EVENT and ("rq", rq) in self.busy:
+                asked, asked_tx, _ = self.busy.pop(("rq", rq))
+                if asked == Op.TRANSACTION_START and op != Op.ERROR:
+                    self.busy[("tx", int(payload.rstrip(NUL) or 0))] = (asked, 0, time.monotonic())
+                elif asked == Op.TRANSACTION_END:
+                    self.busy.pop(("tx", asked_tx), None)
             out += Packet._struct.pack(op, rq, tx, len(payload)) + payload
         return bytes(out)
 
@@ -324,6 +336,7 @@ class PtyBridge:
         with self.lock:
             self.pending = b""
             self.down.clear()
+            self.busy.clear()
             create_ring(self.shim_dir, self.domid)
 
     def replay_watches(self):
@@ -337,11 +350,24 @@ class PtyBridge:
             self.pending += Packet._struct.pack(Op.WATCH, self.REPLAY_ID + i, 0, len(payload)) + payload
 
     @contextlib.contextmanager
-    def suspended(self):
+    def suspended(self, timeout=5.0):
         """The guest is paused (suspend, migration): nothing passes either way inside the block;
-        what the agent sends meanwhile waits in the pty."""
-        with self.lock:
+        what the agent sends meanwhile waits in the pty. Like the kernel's xs_suspend, it first
+        waits (up to `timeout` s) for the agent's requests in flight and open transactions to end
+        (those older than 3 s were given up by the agent, whose requests time out after 2 s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.lock.acquire()
+            now = time.monotonic()
+            busy = self.pending or any(now - since < 3 for _, _, since in self.busy.values())
+            if not busy or now > deadline:
+                break
+            self.lock.release()
+            time.sleep(0.001)
+        try:
             yield
+        finally:
+            self.lock.release()
 
     def retarget(self, domid):
         """Inside suspended(): the guest resumes as domain `domid` (its ring created and introduced
@@ -352,6 +378,7 @@ class PtyBridge:
         self.domid = domid
         self.ring = RingTransport(self.shim_dir, domid)
         self.down.clear()
+        self.busy.clear()   # lost with the old ring (only after a suspend that timed out)
         self._queue_replay()
 
     def close(self):

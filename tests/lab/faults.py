@@ -1,0 +1,211 @@
+"""Dom0-side tools for the fault-injection suite: a transactional writer that fights the agent
+for its keys, a whole-tree reader, and what xenstored answered the guest (from its `-T` trace).
+
+Independent of the agent's code on purpose: raw requests on a Unix socket of their own.
+"""
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+HDR = struct.Struct("<IIII")
+DIRECTORY, READ, GET_PERMS, TRANSACTION_START, TRANSACTION_END, WRITE, ERROR = 1, 2, 3, 6, 7, 11, 16
+
+
+class Dom0:
+    """A minimal synchronous dom0 connection: one request at a time, errors as exceptions."""
+
+    def __init__(self, socket_path, timeout=5.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(socket_path)
+        self.rq = 0
+
+    def request(self, op, *args, tx=0):
+        (reply,) = self.pipeline([(op, args, tx)])
+        if isinstance(reply, XsError):
+            raise reply
+        return reply
+
+    def pipeline(self, requests):
+        """[(op, args, tx)] sent back to back, then every reply: payload bytes or XsError."""
+        data = bytearray()
+        for op, args, tx in requests:
+            self.rq += 1
+            body = b"\0".join(args) + (b"\0" if op != WRITE else b"")
+            data += HDR.pack(op, self.rq, tx, len(body)) + body
+        self.sock.sendall(data)
+        out = []
+        for _ in requests:
+            rop, _rq, _tx, size = HDR.unpack(self._recv(HDR.size))
+            reply = self._recv(size)
+            out.append(XsError(reply.rstrip(b"\0").decode()) if rop == ERROR else reply)
+        return out
+
+    def _recv(self, n):
+        out = bytearray()
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                raise ConnectionError("xenstored closed the connection")
+            out += chunk
+        return bytes(out)
+
+    def read(self, path, tx=0):
+        try:
+            return self.request(READ, path.encode(), tx=tx)
+        except XsError as e:
+            if e.name == "ENOENT":
+                return None
+            raise
+
+    def tree(self, path):
+        """{path: value} of every node at or below `path` that has no children."""
+        try:
+            children = [c for c in self.request(DIRECTORY, path.encode()).split(b"\0") if c]
+        except XsError as e:
+            if e.name == "ENOENT":
+                return {}
+            raise
+        if not children:
+            value = self.read(path)
+            return {} if value is None else {path: value.decode(errors="replace")}
+        out = {}
+        for c in children:
+            out.update(self.tree(path + "/" + c.decode()))
+        return out
+
+    def nodes(self, path):
+        """Every node at or below `path` (directories too)."""
+        out = [path]
+        for c in self.request(DIRECTORY, path.encode()).split(b"\0"):
+            if c:
+                out += self.nodes(path + "/" + c.decode())
+        return out
+
+    def owner(self, path):
+        """The domid that owns `path` (the first entry of its permissions)."""
+        return int(self.request(GET_PERMS, path.encode()).split(b"\0")[0][1:])
+
+    def close(self):
+        self.sock.close()
+
+
+class XsError(Exception):
+    @property
+    def name(self):
+        return self.args[0]
+
+
+class Hammer:
+    """Dom0 transactions that read attr/PVAddons/NotUpgradable and data/updated and write
+    data/updated = "hammer-<n>", back to back with short random pauses, until stop(). They run in
+    a process of their own, so that the test's threads (the pty bridge, the host model) do not
+    slow them down through the GIL.
+
+    Every agent batch writes data/updated too, so each one that overlaps a hammer commit gets
+    EAGAIN. Each committed hammer transaction is also a consistent snapshot of the two keys: in
+    `snapshots`, NotUpgradable can only differ from the snapshot before if the agent's commit
+    came in between, and that commit wrote data/updated as well, so the later snapshot must show
+    the agent's data/updated (a number), never the hammer's own older value."""
+
+    def __init__(self, socket_path, home, pause=0.0):
+        self.args = [sys.executable, os.path.abspath(__file__), "hammer", socket_path, home, str(pause)]
+        self.proc = None
+        self.snapshots = []    # (NotUpgradable or None, data/updated or None), per commit
+        self.conflicts = 0     # our own commits that got EAGAIN
+
+    def start(self):
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = self.proc.stdout.readline()   # "started" once connected
+        if line != b"started\n":
+            raise RuntimeError("hammer did not start: %r %r" % (line, self.proc.stderr.read()))
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=10)
+        if self.proc.returncode:
+            raise RuntimeError("hammer failed: %s" % err.decode(errors="replace")[-2000:])
+        result = json.loads(out)
+        self.snapshots = [tuple(s) for s in result["snapshots"]]
+        self.conflicts = result["conflicts"]
+
+    def torn(self):
+        """Snapshots where NotUpgradable changed but data/updated was not the agent's."""
+        out = []
+        for before, after in zip(self.snapshots, self.snapshots[1:]):
+            if before[0] != after[0] and not (after[1] or "").isdigit():
+                out.append((before, after))
+        return out
+
+
+def _hammer(socket_path, home, pause):
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    conn = Dom0(socket_path)
+    nu, upd = (home + "/attr/PVAddons/NotUpgradable").encode(), (home + "/data/updated").encode()
+    snapshots, conflicts, n = [], 0, 0
+    print("started", flush=True)
+    while not stop:
+        # As the agent does: the transaction's id, then the rest in one round trip.
+        tx = int(conn.request(TRANSACTION_START, b"").rstrip(b"\0"))
+        n += 1
+        *seen, _, end = conn.pipeline([(READ, (nu,), tx), (READ, (upd,), tx),
+                                       (WRITE, (upd, b"hammer-%d" % n), tx), (TRANSACTION_END, (b"T",), tx)])
+        seen = [None if isinstance(v, XsError) and v.name == "ENOENT" else v for v in seen]
+        for v in seen + [end]:
+            if isinstance(v, XsError) and v.name != "EAGAIN":
+                raise v
+        if isinstance(end, XsError):
+            conflicts += 1
+        else:
+            snapshots.append([None if v is None else v.decode() for v in seen])
+        if pause:
+            time.sleep(random.uniform(0, pause))
+    json.dump({"snapshots": snapshots, "conflicts": conflicts}, sys.stdout)
+
+
+_LINE = re.compile(r"^(IN|OUT) (0x[0-9a-f]+) \S+ \S+ (\w+) \((.*)\)$")
+_CREATE = re.compile(r"^CREATE connection (0x[0-9a-f]+)$")
+
+
+def exchanges(trace_path, domid):
+    """[(direction, op, args)] of domain `domid`'s connections, in order: its requests ("IN") and
+    what xenstored sent it ("OUT": replies, errors, watch events)."""
+    guest, pending, out = set(), False, []
+    with open(trace_path, errors="replace") as f:
+        for line in f:
+            m = _LINE.match(line.rstrip("\n"))
+            if m:
+                direction, conn, op, args = m.groups()
+                if direction == "IN" and op == "INTRODUCE" and args.split(" ")[0] == str(domid):
+                    pending = True
+                elif conn in guest:
+                    out.append((direction, op, args))
+                continue
+            m = _CREATE.match(line.rstrip("\n"))
+            if m and pending:
+                guest.add(m.group(1))
+                pending = False
+    return out
+
+
+def errors(trace_path, domid):
+    """{errno name: count} of the error replies domain `domid` got."""
+    out = {}
+    for direction, op, args in exchanges(trace_path, domid):
+        if direction == "OUT" and op == "ERROR":
+            name = args.strip()
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "hammer":
+        _hammer(sys.argv[2], sys.argv[3], float(sys.argv[4]))
