@@ -7,7 +7,6 @@ so the agent never fights itself.
 """
 import errno
 import logging
-import os
 import random
 import selectors
 import signal

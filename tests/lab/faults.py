@@ -8,54 +8,22 @@ import os
 import random
 import re
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
 
-HDR = struct.Struct("<IIII")
-DIRECTORY, READ, GET_PERMS, TRANSACTION_START, TRANSACTION_END, WRITE, ERROR = 1, 2, 3, 6, 7, 11, 16
+from tests.lab.quickread import (DIRECTORY, GET_PERMS, READ, TRANSACTION_END, TRANSACTION_START,  # noqa: F401
+                                  WRITE, QuickReader, XsError)
 
 
-class Dom0:
+class Dom0(QuickReader):
     """A minimal synchronous dom0 connection: one request at a time, errors as exceptions."""
-
-    def __init__(self, socket_path, timeout=5.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(socket_path)
-        self.rq = 0
 
     def request(self, op, *args, tx=0):
         (reply,) = self.pipeline([(op, args, tx)])
         if isinstance(reply, XsError):
             raise reply
         return reply
-
-    def pipeline(self, requests):
-        """[(op, args, tx)] sent back to back, then every reply: payload bytes or XsError."""
-        data = bytearray()
-        for op, args, tx in requests:
-            self.rq += 1
-            body = b"\0".join(args) + (b"\0" if op != WRITE else b"")
-            data += HDR.pack(op, self.rq, tx, len(body)) + body
-        self.sock.sendall(data)
-        out = []
-        for _ in requests:
-            rop, _rq, _tx, size = HDR.unpack(self._recv(HDR.size))
-            reply = self._recv(size)
-            out.append(XsError(reply.rstrip(b"\0").decode()) if rop == ERROR else reply)
-        return out
-
-    def _recv(self, n):
-        out = bytearray()
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("xenstored closed the connection")
-            out += chunk
-        return bytes(out)
 
     def read(self, path, tx=0):
         try:
@@ -97,12 +65,6 @@ class Dom0:
         self.sock.close()
 
 
-class XsError(Exception):
-    @property
-    def name(self):
-        return self.args[0]
-
-
 class Hammer:
     """Dom0 transactions that read attr/PVAddons/NotUpgradable and data/updated and write
     data/updated = "hammer-<n>", back to back with short random pauses, until stop(). They run in
@@ -116,13 +78,15 @@ class Hammer:
     the agent's data/updated (a number), never the hammer's own older value."""
 
     def __init__(self, socket_path, home, pause=0.0):
-        self.args = [sys.executable, os.path.abspath(__file__), "hammer", socket_path, home, str(pause)]
+        self.args = [sys.executable, "-m", "tests.lab.faults", "hammer", socket_path, home, str(pause)]
         self.proc = None
         self.snapshots = []    # (NotUpgradable or None, data/updated or None), per commit
         self.conflicts = 0     # our own commits that got EAGAIN
 
     def start(self):
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root,
+                                     env=dict(os.environ, PYTHONPATH=root))
         line = self.proc.stdout.readline()   # "started" once connected
         if line != b"started\n":
             raise RuntimeError("hammer did not start: %r %r" % (line, self.proc.stderr.read()))
