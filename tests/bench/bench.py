@@ -1,11 +1,12 @@
 """Benchmark: how fast the host sees a change, and what the agent costs at idle.
 
-    python3 -m tests.bench.bench [--toggles 400] [--idle 60] [--addresses 500]
+    python3 -m tests.bench.bench [--toggles 400] [--idle 60] [--addresses 300] [--fleet 10 50]
 
 Everything runs on the real xenstored with the agent as guest 7 through the pty bridge, and is
 judged by the host model (tests/hostmodel.py): latency is from the file system change to the
 moment the host's reader has computed the new view. Idle costs are counted on the xenstored side
-(its -T trace) and from /proc for the agent process. Prints one table: figure, value, target.
+(its -T trace) and from /proc for the agent process. Then fleets of N guests on one xenstored
+(tests/bench/fleet.py). Prints one table: figure, value, target.
 """
 import argparse
 import json
@@ -21,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from tests import hostmodel  # noqa: E402
+from tests.bench import fleet  # noqa: E402
 from tests.lab import daemon, trace  # noqa: E402
 from tests.sysfs_tree import SysfsTree  # noqa: E402
 
@@ -128,6 +130,8 @@ def bench_idle(bed, seconds):
     return {
         "requests_per_hour": len(reqs) * scale,
         "writes_per_hour": len([r for r in reqs if r[0] in trace.MUTATING]) * scale,
+        # memory batches follow this host's real memory churn (2 writes each: the value, data/updated)
+        "memory_batches_per_hour": len([r for r in reqs if r[0] == "WRITE" and r[1].startswith("data/meminfo_free")]) * scale,
         "wakeups_per_min": (after["wakeups"] - before["wakeups"]) * 60.0 / seconds,
         "cpu_s_per_hour": (after["cpu_s"] - before["cpu_s"]) * scale,
         "rss_mib": after["rss_kib"] / 1024.0,
@@ -177,8 +181,11 @@ def main():
     ap.add_argument("--toggles", type=int, default=400)
     ap.add_argument("--migrations", type=int, default=50)
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle to measure")
-    ap.add_argument("--addresses", type=int, default=0, metavar="N",
-                    help="also time N `ip addr add`/`del` -> host (in a network namespace; root); 0: skip")
+    ap.add_argument("--addresses", type=int, default=300, metavar="N",
+                    help="time N `ip addr add`/`del` -> host (in a network namespace; root); 0: skip")
+    ap.add_argument("--fleet", type=int, nargs="*", default=[10, 50], metavar="N",
+                    help="fleets of N guests on one xenstored (tests/bench/fleet.py); none: skip")
+    ap.add_argument("--fleet-idle", type=float, default=20.0, help="seconds of fleet idle to measure")
     args = ap.parse_args()
 
     bed = Bed()
@@ -198,6 +205,8 @@ def main():
         rows.append(("idle XenStore requests per hour (%.0f s measured)" % args.idle,
                      "%.0f" % idle["requests_per_hour"], ""))
         rows.append(("idle XenStore writes per hour", "%.0f" % idle["writes_per_hour"], "<= 60"))
+        rows.append(("  of which memory batches (meminfo_free moved > 4 MiB) per hour",
+                     "%.0f" % idle["memory_batches_per_hour"], ""))
         rows.append(("idle wake-ups per minute", "%.1f" % idle["wakeups_per_min"], "<= 2 + memory timer"))
         rows.append(("idle CPU seconds per hour", "%.3f" % idle["cpu_s_per_hour"], ""))
         rows.append(("RSS (MiB)", "%.1f" % idle["rss_mib"], "<= 20"))
@@ -208,6 +217,14 @@ def main():
         rows.append(("ip addr add -> host p50 (ms, n=%d)" % len(added), "%.2f" % pct(added, 50), "<= 10"))
         rows.append(("ip addr add -> host p99 (ms)", "%.2f" % pct(added, 99), "<= 50"))
         rows.append(("ip addr del -> host p50 / p99 (ms)", "%.2f / %.2f" % (pct(deleted, 50), pct(deleted, 99)), ""))
+    for n in args.fleet:
+        f = fleet.run(n, args.fleet_idle)
+        rows.append(("fleet of %d: all published after start (s)" % n, "%.2f" % f["start"], ""))
+        rows.append(("fleet of %d: idle xenstored CPU (%%) / requests per s" % n,
+                     "%.3f / %.2f" % (f["idle_cpu"] * 100, f["idle_req"]), ""))
+        rows.append(("fleet of %d: mass migration, all republished (s)" % n, "%.2f" % f["mig"], ""))
+        rows.append(("fleet of %d: mass migration, xenstored CPU s / requests" % n,
+                     "%.2f / %d" % (f["mig_cpu"], f["mig_req"]), ""))
     width = max(len(r[0]) for r in rows)
     print("%-*s  %14s  %s" % (width, "figure", "value", "target"))
     for name, value, target in rows:
