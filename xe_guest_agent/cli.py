@@ -60,6 +60,10 @@ def main():
               help="Log level (default warning: silent at idle).")
 def run(xenstore_path, config_path, flag_file, sysfs, os_root, meminfo, log_level, **versions):
     """Publish to XenStore and keep it true until SIGTERM."""
+    import signal
+    # Until the agent's own handlers are in place (after its imports), a stop is still a clean exit.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     overrides = dict(flag_file=flag_file, log_level=log_level, **versions)
     config = load_config(config_path, **overrides)
     path = xenstore_path or default_path()
