@@ -9,6 +9,7 @@ def test_defaults_come_from_the_package_version():
     c = config.load("/dev/null")
     assert [c.major_version, c.minor_version, c.micro_version] == [int(x) for x in __version__.split(".")[:3]]
     assert c.flag_file == "/etc/pv-drivers-not-upgradable" and c.log_level == "warning"
+    assert c.memory_threshold_kib(2048000) == 20480   # 1% of MemTotal: idle jitter is not written
 
 
 def test_file_then_flags(tmp_path):
@@ -56,3 +57,19 @@ def test_binary_config_is_refused(tmp_path):
 def test_bad_flag_value_names_the_flag():
     with pytest.raises(config.ConfigError, match="--major-version"):
         config.load("/dev/null", {"major_version": "x"})
+
+
+@pytest.mark.parametrize("text, total, kib", [("1%", 2048000, 20480), ("0.5%", 1000000, 5000), ("4096", 10 ** 9, 4096),
+                                               ("0", 100, 0)])
+def test_memory_threshold_in_kib_or_percent(tmp_path, text, total, kib):
+    f = tmp_path / "agent.conf"
+    f.write_text("memory_threshold = %s\n" % text)
+    assert config.load(str(f)).memory_threshold_kib(total) == kib
+
+
+@pytest.mark.parametrize("text", ["-1", "101%", "x%", "1.5", "%"])
+def test_bad_memory_threshold(tmp_path, text):
+    f = tmp_path / "agent.conf"
+    f.write_text("memory_threshold = %s\n" % text)
+    with pytest.raises(config.ConfigError, match="memory_threshold .* must be KiB"):
+        config.load(str(f))

@@ -35,7 +35,13 @@ class Config:
     flag_file: str = DEFAULT_FLAG_FILE
     log_level: str = "warning"
     memory_interval: float = 60.0      # seconds between /proc/meminfo reads
-    memory_threshold: int = 4096       # KiB: smaller moves of meminfo_free are not written (idle jitter)
+    memory_threshold: str = "1%"       # KiB, or % of MemTotal: smaller moves of meminfo_free are not written
+
+    def memory_threshold_kib(self, total_kib):
+        """The threshold in KiB for a guest with `total_kib` of memory."""
+        if self.memory_threshold.endswith("%"):
+            return int(total_kib * float(self.memory_threshold[:-1]) / 100)
+        return int(self.memory_threshold)
     feature_balloon: bool = True       # publish control/feature-balloon = 1
     max_addresses: int = 16            # per VIF and address family
 
@@ -66,6 +72,21 @@ def _boolean(text):
     raise ValueError("must be yes or no")
 
 
+def _threshold(text):
+    if text.endswith("%"):
+        try:
+            value = float(text[:-1])
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 100:
+            raise ValueError("must be KiB (an integer) or a percentage of MemTotal (0% to 100%)")
+        return text
+    try:
+        return str(_non_negative_int(text))
+    except ValueError:
+        raise ValueError("must be KiB (an integer) or a percentage of MemTotal (0% to 100%)") from None
+
+
 def _log_level(text):
     if text.lower() not in LOG_LEVELS:
         raise ValueError("must be one of " + ", ".join(LOG_LEVELS))
@@ -86,7 +107,7 @@ PARSERS = {
     "flag_file": _path,
     "log_level": _log_level,
     "memory_interval": _positive_number,
-    "memory_threshold": _non_negative_int,
+    "memory_threshold": _threshold,
     "feature_balloon": _boolean,
     "max_addresses": _non_negative_int,
 }

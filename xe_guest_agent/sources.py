@@ -82,15 +82,14 @@ class Memory(Source):
     """data/meminfo_*: on a timer, published only when they moved by more than the threshold."""
 
     def __init__(self, config, path="/proc/meminfo"):
-        self.path, self.current = path, {}
-        self.interval, self.threshold = config.memory_interval, config.memory_threshold
+        self.path, self.config, self.current = path, config, {}
 
     def collect(self):
         self.current = memory.collect(self.path)
 
     def attach(self, agent):
         self.agent = agent
-        agent.timers["memory"] = time.monotonic() + self.interval
+        agent.timers["memory"] = time.monotonic() + self.config.memory_interval
 
     def keys(self):
         return self.current
@@ -99,14 +98,15 @@ class Memory(Source):
         if name != "memory":
             return
         new = memory.collect(self.path)
-        if memory.changed(self.current, new, self.threshold):
+        threshold = self.config.memory_threshold_kib(int(new.get(memory.TOTAL) or 0))
+        if memory.changed(self.current, new, threshold):
             self.current = new
-        self.agent.timers["memory"] = time.monotonic() + self.interval
+        self.agent.timers["memory"] = time.monotonic() + self.config.memory_interval
 
     def reload(self, config):
-        self.interval, self.threshold = config.memory_interval, config.memory_threshold
+        self.config = config
         if self.agent:
-            self.agent.timers["memory"] = time.monotonic() + self.interval
+            self.agent.timers["memory"] = time.monotonic() + config.memory_interval
 
 
 class Network(Source):
