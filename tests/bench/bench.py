@@ -130,7 +130,7 @@ def bench_idle(bed, seconds):
     return {
         "requests_per_hour": len(reqs) * scale,
         "writes_per_hour": len([r for r in reqs if r[0] in trace.MUTATING]) * scale,
-        # memory batches follow this host's real memory churn (2 writes each: the value, data/updated)
+        # memory batches follow the real memory churn (2 writes each: the value, data/updated)
         "memory_batches_per_hour": len([r for r in reqs if r[0] == "WRITE" and r[1].startswith("data/meminfo_free")]) * scale,
         "wakeups_per_min": (after["wakeups"] - before["wakeups"]) * 60.0 / seconds,
         "cpu_s_per_hour": (after["cpu_s"] - before["cpu_s"]) * scale,
@@ -205,7 +205,7 @@ def main():
         rows.append(("idle XenStore requests per hour (%.0f s measured)" % args.idle,
                      "%.0f" % idle["requests_per_hour"], ""))
         rows.append(("idle XenStore writes per hour", "%.0f" % idle["writes_per_hour"], "<= 60"))
-        rows.append(("  of which memory batches (meminfo_free moved > 4 MiB) per hour",
+        rows.append(("  of which memory batches (meminfo_free moved > threshold) per hour",
                      "%.0f" % idle["memory_batches_per_hour"], ""))
         rows.append(("idle wake-ups per minute", "%.1f" % idle["wakeups_per_min"], "<= 2 + memory timer"))
         rows.append(("idle CPU seconds per hour", "%.3f" % idle["cpu_s_per_hour"], ""))
