@@ -28,8 +28,10 @@ QUOTA_RETRY = 60.0   # seconds before a key refused for quota is tried again
 SETTLE = 0.01        # seconds a burst of watch events may take before we look
 
 
-class Shutdown(Exception):
-    """Raised from the SIGTERM/SIGINT handler so that no wait, however long, delays the exit."""
+class Shutdown(BaseException):
+    """Raised from the SIGTERM/SIGINT handler so that no wait, however long, delays the exit.
+    A BaseException, like KeyboardInterrupt: library code that catches Exception (logging's
+    handleError does, around every emit) must not swallow it."""
 
 
 class Backoff:
