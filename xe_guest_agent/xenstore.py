@@ -223,16 +223,6 @@ class XenStore:
             return (Op.WRITE, payload + value.encode("ascii"), tx)
         return (Op.RM, payload, tx)
 
-    def write(self, path, value, tx=0):
-        self.request(Op.WRITE, check_path(path.encode()) + NUL + value.encode("ascii"), tx)
-
-    def rm(self, path, tx=0):
-        try:
-            self.request(Op.RM, check_path(path.encode()) + NUL, tx)
-        except PyXSError as e:
-            if not (e.args and e.args[0] == errno.ENOENT):
-                raise
-
     def watch(self, paths, token):
         """Watch each of `paths` (one round trip for all)."""
         replies = self.pipeline([(Op.WATCH, check_path(p.encode()) + NUL + token.encode() + NUL, 0) for p in paths])
@@ -243,9 +233,6 @@ class XenStore:
 
     def transaction_start(self):
         return int(self.request(Op.TRANSACTION_START, NUL).rstrip(NUL))
-
-    def transaction_end(self, tx, commit=True):
-        self.request(Op.TRANSACTION_END, (b"T" if commit else b"F") + NUL, tx)
 
     def walk(self, path, tx=0):
         """{path: value} for every leaf at or below `path` (nodes with no children)."""

@@ -4,7 +4,6 @@ for the guest kernel's /dev/xen/xenbus.
 The shim maps $XS_SHIM_DIR/ring-<domid> as the guest's xenstore page when dom0 sends
 XS_INTRODUCE(domid, mfn, port). This module plays the guest side of that page (struct
 xenstore_domain_interface):
-- `guest_client(dir, domid)`: a pyxs Client running as domain <domid> (tests' own guest-side checks);
 - `PtyBridge(dir, domid)`: a raw pty whose slave the agent opens as its xenbus device; bytes are
   forwarded between the pty and the ring, as the kernel's xenbus driver does.
 """
@@ -19,9 +18,7 @@ import threading
 import time
 import tty
 
-from pyxs import Client
-from pyxs._internal import NUL, Event, Op, Packet
-from pyxs.client import Router
+from pyxs._internal import NUL, Op, Packet
 
 RING = 1024
 OFF_REQ, OFF_RSP = 0, 1024
@@ -132,100 +129,12 @@ class RingTransport:
             self.kick()   # tell xenstored there is room again
         return bytes(out)
 
-    # Blocking helpers for the pyxs connection below.
-    def send(self, data):
-        view = bytes(data)
-        while view:
-            n = self.put(view)
-            view = view[n:]
-            if view:
-                select.select([self.notify], [], [], 0.05)
-                self.drain_notify()
-
-    def recv(self, size):
-        out = bytearray()
-        while len(out) < size:
-            chunk = self.take(size - len(out))
-            if not chunk:
-                select.select([self.notify], [], [], 0.05)
-                self.drain_notify()
-            out += chunk
-        return bytes(out)
-
     def close(self):
         self.idx.clear()          # release buffer exports before closing the mmap
         self.mm.close()
         for fd in (self.fd, self.notify, self.evtchn):
             if fd is not None:
                 os.close(fd)
-
-
-class RingConnection:
-    """pyxs connection speaking the xenstore ring protocol as a guest."""
-
-    def __init__(self, shim_dir, domid):
-        self.shim_dir, self.domid = shim_dir, domid
-        self.path = "ring-%d" % domid
-        self.transport = None
-
-    @property
-    def is_connected(self):
-        return self.transport is not None
-
-    def fileno(self):
-        return self.transport.fileno()
-
-    def connect(self):
-        if self.transport is None:
-            self.transport = RingTransport(self.shim_dir, self.domid)
-
-    def close(self, silent=True):
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
-
-    def send(self, packet):
-        self.transport.send(Packet._struct.pack(packet.op, packet.rq_id, packet.tx_id, packet.size)
-                            + packet.payload)
-
-    def recv(self):
-        header = self.transport.recv(Packet._struct.size)
-        op, rq_id, tx_id, size = Packet._struct.unpack(header)
-        payload = self.transport.recv(size) if size else b""
-        return Packet(op, payload, rq_id, tx_id)
-
-
-class RingRouter(Router):
-    """Router whose loop only calls recv() once a whole header is in the ring, so terminate()
-    is never stuck behind a blocking recv()."""
-
-    def __call__(self):
-        try:
-            while True:
-                rlist, _, _ = select.select([self.connection, self.r_terminator], [], [], 0.05)
-                if self.r_terminator in rlist:
-                    break
-                t = self.connection.transport
-                t.drain_notify()
-                if t.available() < 16:
-                    continue
-                packet = self.connection.recv()
-                if packet.op == Op.WATCH_EVENT:
-                    event = Event(*packet.payload.split(NUL)[:-1])
-                    for monitor in self.monitors[event.token]:
-                        monitor.events.put(event)
-                else:
-                    rvar = self.rvars.pop(packet.rq_id, None)
-                    if rvar is not None:
-                        rvar.set(packet)
-        finally:
-            self.connection.close()
-            self.r_terminator.close()
-            self.w_terminator.close()
-
-
-def guest_client(shim_dir, domid):
-    return Client(router=RingRouter(RingConnection(shim_dir, domid)))
 
 
 class PtyBridge:
