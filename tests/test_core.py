@@ -394,13 +394,14 @@ def test_sigterm_while_logging_still_exits(guest, run_agent, flag, workdir):
                              "--os-root", str(workdir), "--log-level", "debug"],
                             stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=ROOT))
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         wchan = ""
-        while time.monotonic() < deadline and "pipe_write" not in wchan:   # flap until a log write blocks
-            flag.write_text("")
-            flag.unlink()
+        while time.monotonic() < deadline and "pipe_write" not in wchan:   # toggle until a log write blocks
+            flag.unlink() if flag.exists() else flag.write_text("")   # each look sees a change: a log line
             with open("/proc/%d/wchan" % proc.pid) as f:
                 wchan = f.read()
+        if proc.poll() is not None:
+            raise AssertionError("the agent exited (%s): %s" % (proc.returncode, proc.stderr.read()[-2000:]))
         assert "pipe_write" in wchan, "the agent never blocked writing its log"
         proc.send_signal(signal.SIGTERM)
         threading.Thread(target=proc.stderr.read, daemon=True).start()   # let it finish writing
