@@ -41,7 +41,7 @@ deb:
 	if [ "$$top" != "$(VERSION)" ]; then \
 		echo "make deb: debian/changelog is at $$top, adding an entry for $(VERSION) in the build copy" >&2; \
 		{ printf 'xe-guest-agent (%s) unstable; urgency=medium\n\n  * Upstream version %s.\n\n -- %s  %s\n\n' \
-			"$(VERSION)" "$(VERSION)" "xe-guest-agent maintainers <xe-guest-agent@example.org>" "$$(date -R)"; \
+			"$(VERSION)" "$(VERSION)" "xe-guest-agent maintainers <maintainers@xe-guest-agent.org>" "$$(date -R)"; \
 		  cat "$$src/debian/changelog"; } > "$$work/changelog" && mv "$$work/changelog" "$$src/debian/changelog"; \
 	fi; \
 	echo "building $(DEB) in $$src"; \
