@@ -7,6 +7,9 @@ For each N: start N guests and agents, wait until every guest's keys are publish
 xenstored's CPU and the guests' requests (its -T trace) over an idle window, then migrate all N
 at once (tree wiped and rebuilt, new unique-domain-id) and measure the time until every guest is
 fully republished, and xenstored's CPU and the requests it took.
+
+Every agent reads the same fixed copy of /proc/meminfo, taken when the fleet starts, so that the
+figures are the fleet's own and not this machine's memory churn.
 """
 import argparse
 import os
@@ -40,12 +43,14 @@ class Fleet:
         os.makedirs(os.path.join(self.dir, "etc"))
         conf = os.path.join(self.dir, "agent.conf")
         open(conf, "w").close()
+        meminfo = os.path.join(self.dir, "meminfo")
+        shutil.copyfile("/proc/meminfo", meminfo)
         path = [ROOT] + [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
         self.agents = [subprocess.Popen(
             [sys.executable, "-S", "-m", "xe_guest_agent", "run", "--xenstore", g.device, "--config", conf,
              "--flag-file", os.path.join(self.dir, "etc", "flag"), "--sysfs", os.path.join(self.dir, "sys"),
-             "--os-root", self.dir], env=env, cwd=self.dir) for g in self.guests]
+             "--os-root", self.dir, "--meminfo", meminfo], env=env, cwd=self.dir) for g in self.guests]
 
     def complete(self, guest, uuid=None):
         values = self.quick.read_many([guest.home + "/" + k for k in KEYS + ("unique-domain-id",)])
@@ -79,16 +84,20 @@ class Fleet:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run(n, idle):
+def run(n, idle, say=lambda text: None):
+    """One fleet of `n`; `say(text)` is told what is going on."""
+    say("fleet of %d: starting xenstored, %d guests and %d agents" % (n, n, n))
     fleet = Fleet(n)
     try:
         start = fleet.wait_all(60)
+        say("fleet of %d: all published after %.2f s; idle window of %.0f s" % (n, start, idle))
         time.sleep(2)   # let the start-up echoes settle before the idle window
         pid = fleet.xsd.proc.pid
         cpu0, req0, t0 = cpu_seconds(pid), fleet.requests(), time.monotonic()
         time.sleep(idle)   # the window measured is one where nothing happens
         elapsed = time.monotonic() - t0
         idle_cpu, idle_req = (cpu_seconds(pid) - cpu0) / elapsed, (fleet.requests() - req0) / elapsed
+        say("fleet of %d: mass migration" % n)
         cpu0, req0, t0 = cpu_seconds(pid), fleet.requests(), time.monotonic()
         for g in fleet.guests:
             g.migrate()
