@@ -119,6 +119,8 @@ ROWS = [
     Row("idle", "idle XenStore writes per hour", lambda v: v["writes_per_hour"], "%.0f", Target("<=", 60)),
     Row("idle", "idle wake-ups per minute", lambda v: v["wakeups_per_min"], "%.1f",
         Target("<=", 2 * 60.0 / MEMORY_INTERVAL, "2 per memory tick")),
+    Row("idle", "  and preemptions per minute (the machine's load, not wake-ups)",
+        lambda v: v["preempted_per_min"], "%.1f"),
     Row("idle", "idle CPU seconds per hour", lambda v: v["cpu_s_per_hour"], "%.3f"),
     Row("rss", "RSS after the above (MiB)", lambda v: v["mib"], "%.1f", Target("<=", 20)),
     *latency_rows("ip addr add -> host", "addr_add", p50=Target("<=", 10), p99=Target("<=", 50)),
@@ -204,7 +206,10 @@ def proc_stats(pid):
     tick = os.sysconf("SC_CLK_TCK")
     return {
         "rss_kib": int(status["VmRSS"].split()[0]),
-        "wakeups": int(status["voluntary_ctxt_switches"]) + int(status["nonvoluntary_ctxt_switches"]),
+        # a voluntary switch is the agent going to sleep, so one per wake-up; an involuntary one is
+        # the machine's load preempting it, which is not counted as a wake-up
+        "wakeups": int(status["voluntary_ctxt_switches"]),
+        "preempted": int(status["nonvoluntary_ctxt_switches"]),
         "cpu_s": (int(fields[11]) + int(fields[12])) / tick,
     }
 
@@ -330,6 +335,7 @@ def bench_idle(bed, seconds, progress):
         "requests_per_hour": len(reqs) * scale,
         "writes_per_hour": len([r for r in reqs if r[0] in trace.MUTATING]) * scale,
         "wakeups_per_min": (after["wakeups"] - before["wakeups"]) * 60.0 / seconds,
+        "preempted_per_min": (after["preempted"] - before["preempted"]) * 60.0 / seconds,
         "cpu_s_per_hour": (after["cpu_s"] - before["cpu_s"]) * scale,
     }
 
