@@ -137,8 +137,9 @@ FLEET_ROWS = [   # one set per fleet size; the result is fleet.run()'s dict (its
 ]
 
 
-def report(rows, results, out=sys.stdout):
-    """Print the table, then one PASS/MISS line per target and a summary; return the misses."""
+def report(rows, results, seconds, out=sys.stdout):
+    """Print the table, one PASS/MISS line per target and a summary that says the benchmark took
+    `seconds`; return the exit status: 1 if a target was missed, else 0."""
     lines = [line for line in (row.evaluate(results) for row in rows) if line]
     width = max(len(line[0]) for line in lines)
     out.write("%-*s  %14s  %s\n" % (width, "figure", "value", "target"))
@@ -149,7 +150,10 @@ def report(rows, results, out=sys.stdout):
     for label, text, target, verdict in judged:
         out.write("%s  %s: %s (target %s)\n" % ("PASS" if verdict else "MISS", label, text, target))
     misses = [line[0] for line in judged if not line[3]]
-    return len(judged), misses
+    out.write("%d of %d targets met%s; the benchmark took %.0f s\n"
+              % (len(judged) - len(misses), len(judged), ", missed: " + "; ".join(misses) if misses else "",
+                 seconds))
+    return 1 if misses else 0
 
 
 # ------------------------------------------------------------------------------------- progress
@@ -434,11 +438,7 @@ def main():
     progress.say("benchmark: the agent as guest 7 on the real xenstored (tests/lab); progress on stderr")
     results, rows = measure(args, progress)
     progress.say("all steps done")
-    judged, misses = report(rows, results)
-    sys.stdout.write("%d of %d targets met%s; the benchmark took %.0f s\n"
-                     % (judged - len(misses), judged, ", missed: " + "; ".join(misses) if misses else "",
-                        progress.elapsed()))
-    return 1 if misses else 0
+    return report(rows, results, progress.elapsed())
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def main():
     ap.add_argument("--guests", type=int, nargs="+", default=[10, 50])
     ap.add_argument("--idle", type=float, default=20.0)
     args = ap.parse_args()
-    rows = [run(n, args.idle) for n in args.guests]
+    rows = [run(n, args.idle, say=lambda text: sys.stderr.write(text + "\n")) for n in args.guests]
     print("%6s %14s %18s %16s %18s %18s %16s" % ("guests", "all up (s)", "xsd CPU idle (%)", "idle req/s",
                                                   "mass mig. (s)", "mig. xsd CPU (s)", "mig. requests"))
     for r in rows:
