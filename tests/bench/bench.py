@@ -424,8 +424,9 @@ def main():
     ap.add_argument("--migrations", type=int, default=50, metavar="N",
                     help="migrations timed until fully republished (default 50); 0: skip")
     ap.add_argument("--idle", type=float, default=60.0, metavar="S",
-                    help="seconds of idle to measure, with a fixed meminfo stand-in (default 60, the "
-                         "agent's memory tick: a shorter window may see no tick); 0: skip")
+                    help="seconds of idle to measure, with a fixed meminfo stand-in (default 60). A "
+                         "multiple of the agent's 60 s memory tick gives exact rates: a shorter window "
+                         "may see no tick, a longer one one tick more or less; 0: skip")
     ap.add_argument("--addresses", type=int, default=300, metavar="N",
                     help="time N `ip addr add`/`del` -> host (in a network namespace; root; default 300); 0: skip")
     ap.add_argument("--fleet", type=int, nargs="*", default=[10, 50], metavar="N",
