@@ -11,9 +11,9 @@ moment the host's reader has computed the new view. Idle costs are counted on th
 rows count what the agent does on its own, not this machine's memory churn. Then fleets of N guests
 on one xenstored (tests/bench/fleet.py).
 
-Progress goes to stderr, one line per step with the elapsed time. stdout gets one table (figure,
-value, target), then one PASS/MISS line per target and a summary. Exit status 1 if any target is
-missed.
+Progress goes to stderr, one line per step with the elapsed time. stdout gets the machine's load
+(latencies follow it), one table (figure, value, target), then one PASS/MISS line per target and a
+summary. Exit status 1 if any target is missed.
 
 A new figure: a step stores its measurement in `results[key]`, and each line of the table is one
 declaration in ROWS, e.g.
@@ -436,10 +436,16 @@ def main():
     args = ap.parse_args()
 
     progress = Progress()
-    progress.say("benchmark: the agent as guest 7 on the real xenstored (tests/lab); progress on stderr")
+    progress.say("benchmark: the agent as guest 7 on the real xenstored (tests/lab); %s" % load())
     results, rows = measure(args, progress)
     progress.say("all steps done")
+    # latencies follow the machine's load (another VM, a test run), so the table says what it was
+    sys.stdout.write("machine: %s at the end\n\n" % load())
     return report(rows, results, progress.elapsed())
+
+
+def load():
+    return "%d CPUs, load average %.2f / %.2f / %.2f" % ((os.cpu_count(),) + os.getloadavg())
 
 
 if __name__ == "__main__":
