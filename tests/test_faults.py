@@ -163,6 +163,32 @@ def test_conflicting_dom0_writer_never_sees_a_torn_batch(guest, xenstored, legac
 
 # -- migrations --------------------------------------------------------------------------------
 
+def test_xl_restore_to_a_new_domid_without_unique_domain_id(libxl_guest, xenstored, run_agent, flag, workdir):
+    """xl save + xl restore, xl migrate: the xl toolstack writes no unique-domain-id, so the new
+    domain is told apart by its domid and by the kernel registering every watch again. Seen on a
+    real Xen host: keys missing for minutes after a restore. Each time everything is back within 1 s."""
+    guest = libxl_guest
+    assert guest.read("unique-domain-id") is None
+    flag.write_text("")
+    agent = run_agent(guest.device)
+    want = expected(workdir, flag)
+    want.pop("control/feature-balloon")   # control/ is read-only for the guest under xl
+    wait_tree(xenstored, guest, want, timeout=5)
+    took = []
+    for i in range(soak(4, 20)):
+        t0 = time.monotonic()
+        guest.migrate(guest.domid + 1)
+        took.append(wait_tree(xenstored, guest, want, timeout=1.0, since=t0, log=agent))
+        if i == 1:   # a flag change after a restore still reaches the host
+            flag.unlink()
+            del want["attr/PVAddons/NotUpgradable"]
+            wait_tree(xenstored, guest, want, timeout=1.0, log=agent)
+    assert max(took) < 1.0, took
+    log = clean(agent.log())
+    assert "WARNING" not in log and agent.alive(), log
+
+
+
 def test_migrations_some_to_a_new_domid(guest, xenstored, run_agent, flag, workdir):
     """The tree wiped with a new unique-domain-id, every other time as a new domain (new domid,
     the old one released and removed): each time everything is back within 1 s."""
@@ -270,7 +296,7 @@ def test_e2big_on_one_key_the_rest_published_no_retry(guest, xenstored, run_agen
         flag.unlink()
     caught_up(guest)
     wait_tree(xenstored, guest, want, timeout=5)
-    assert [p for op, p in guest.bridge.refused] == [b"data/os_name\0" + name.encode()]   # sent once
+    assert [p for op, p in guest.bridge.refused] == [b"data/os_name\0" + name.encode()], agent.log()   # sent once
     (workdir / "etc" / "os-release").write_text('PRETTY_NAME="Something else"\nID=debian\nVERSION_ID="12"\n')
     agent.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 5
@@ -441,7 +467,7 @@ def test_hostile_os_release_gives_bounded_safe_values(case, guest, xenstored, cu
     os_keys = {k: v for k, v in host_tree(xenstored, guest)[0].items() if k.startswith("data/os_")}
     assert os_keys.get("data/os_name"), os_keys
     for key, value in os_keys.items():
-        assert 0 < len(value.encode()) <= 2024 and value.isascii() and value.isprintable(), (key, value[:80])
+        assert 0 < len(value.encode()) <= 2024 and all(ord(c) < 128 for c in value) and value.isprintable(), (key, value[:80])
     if case == "long":   # cut, not dropped: as long as the daemon's node limit allows
         assert os_keys["data/os_name"] == "A" * len(os_keys["data/os_name"]) and len(os_keys["data/os_name"]) > 1900
     current.wait_for(lambda v: v["os_version"].get("name") == os_keys["data/os_name"], timeout=2)

@@ -59,10 +59,12 @@ class Agent:
         self.actual = None              # our keys as XenStore holds them; None: read them all
         self.dirty = set()              # watched paths that fired since the last look
         self.dirty_due = 0.0            # when to look at them
-        self.domain = None              # unique-domain-id seen at (re)connect
+        self.domain = None              # (unique-domain-id, domid) of the domain we published in
         self.denied = {}                # key -> (value refused, when to try again or None)
         self.reported = set()           # (key, error) already logged: each is logged once
         self.backoff = Backoff()
+        self.ever_connected = False     # "cannot connect" until the first connection, "lost" after
+        self.ever_connected = False     # "cannot connect" until the first connection, "lost" after
         self.retry_at = 0.0             # when to try to (re)connect or publish again
         self.lost_logged = False
         self.ready = False
@@ -113,60 +115,74 @@ class Agent:
         self.xs.watch(schema.WATCHED, TOKEN)
         self.xs.events.clear()   # the firing every new watch does: we are about to read everything
         self.dirty.clear()
-        domain = self.xs.read(schema.UNIQUE_DOMAIN_ID)
-        if self.domain is not None and domain != self.domain:
-            log.info("domain changed (unique-domain-id %s): republishing everything", domain)
-        self._forget(domain)
+        self._forget()           # the first look, a full one, tells whether the domain changed
         self._xs_fd = self.xs.fileno()
         self.selector.register(self._xs_fd, selectors.EVENT_READ, self._on_xenstore)
 
-    def _forget(self, domain):
+    def _forget(self):
         """A new domain (migration, resume) or a new connection: trust nothing we knew."""
-        self.domain = domain
         self.actual = None
         self.denied.clear()
         for source in self.sources:
             source.reset()
 
     def refresh(self):
-        """Bring `actual` up to date: everything after a (re)connect, else what the watches named
-        once they have settled (a burst of events, our own echoes included, costs one look)."""
+        """Bring `actual` up to date: everything after a (re)connect or in a new domain, else what
+        the watches named once they have settled (a burst of events, our echoes too, is one look)."""
         full = self.actual is None
         if not full and (not self.dirty or time.monotonic() < self.dirty_due):
             return
         dirty, self.dirty = self.dirty, set()
         if dirty:
             log.debug("watches fired: %s", ", ".join(sorted(dirty)))
+        if not full and WATCH_ROOTS <= dirty:
+            # Every watch fired at its own path: the kernel registered them all again, which it
+            # does after a resume, restore or migration (xl writes no unique-domain-id to say so).
+            log.debug("every watch fired at once: reading everything")
+            full = True
         # A key refused for its rights gets another try once something changed there (set_perms
         # fires watches too); our own refused writes fire nothing, so this cannot loop.
         for key in _affected(dirty, list(self.denied)):
             self.denied.pop(key, None)
-        keys = self.owned_keys()
-        paths = keys + list(schema.OWNED_SUBTREES) if full else _affected(dirty, keys)
-        plain = [p for p in paths if p not in schema.OWNED_SUBTREES]
-        # unique-domain-id rides along with every look: a migration's events may come in several
-        # bursts, and the first one should already republish everything, in one batch.
-        domain, *values = self.xs.read_many([schema.UNIQUE_DOMAIN_ID] + plain)
-        if domain != self.domain:
-            log.info("domain changed (unique-domain-id %s): republishing everything", domain)
-            self._forget(domain)
-            full, paths = True, keys + list(schema.OWNED_SUBTREES)
-            plain = [p for p in paths if p not in schema.OWNED_SUBTREES]
-            values = self.xs.read_many(plain)
+        # The identity rides along with every look, so a new domain is seen at the first event
+        # of any kind (its events may come in several bursts) and republished in one batch.
+        values = self._look(full, dirty)
+        identity, values = tuple(values[:len(schema.IDENTITY)]), values[len(schema.IDENTITY):]
+        if identity != self.domain:
+            if self.domain is not None:
+                log.info("new domain (domid %s, unique-domain-id %s): republishing everything",
+                         identity[1], identity[0])
+            self.domain = identity
+            if not full:
+                self._forget()
+                full, values = True, self._look(True, dirty)[len(schema.IDENTITY):]
+        elif not full and any(v is None and p in self.actual for p, v in zip(self._plain, values)):
+            # One of our keys vanished: the tree may have been wiped under a domain that kept its
+            # identity. Whatever else went with it, one more round trip reads it all.
+            log.debug("a key of ours vanished: reading everything")
+            full, values = True, self._look(True, dirty)[len(schema.IDENTITY):]
         if full:
             self.actual = {}
-        for path, value in zip(plain, values):
+        for path, value in zip(self._plain, values):
             if value is None:
                 self.actual.pop(path, None)
             else:
                 self.actual[path] = value
-        trees = [p for p in paths if p in schema.OWNED_SUBTREES]
-        for tree in trees:
+        for tree in self._trees:
             for k in [k for k in self.actual if k.startswith(tree + "/")]:
                 del self.actual[k]
             self.actual.update(self.xs.walk(tree))
         for source in self.sources:
             source.refresh(self.xs, None if full else dirty)
+
+    def _look(self, full, dirty):
+        """Read the identity and the owned keys a look needs (all of them if `full`) in one round
+        trip; the subtrees to walk are left in self._trees."""
+        keys = self.owned_keys()
+        paths = keys + list(schema.OWNED_SUBTREES) if full else _affected(dirty, keys)
+        self._plain = [p for p in paths if p not in schema.OWNED_SUBTREES]
+        self._trees = [p for p in paths if p in schema.OWNED_SUBTREES]
+        return self.xs.read_many(list(schema.IDENTITY) + self._plain)
 
     def publish(self):
         """Make XenStore match the desired state in one transaction; no-op if it already does."""
@@ -265,7 +281,10 @@ class Agent:
         self.dirty.clear()   # everything is read afresh on reconnect
         log.debug("lost: %s", why)
         if not self.lost_logged:
-            log.warning("lost XenStore at %s (%s); reconnecting", self.xs.path, why)
+            if self.ever_connected:
+                log.warning("lost XenStore at %s (%s); reconnecting", self.xs.path, why)
+            else:
+                log.warning("cannot connect to XenStore at %s (%s); retrying", self.xs.path, why)
             self.lost_logged = True
         self._schedule_retry()
 
@@ -293,8 +312,9 @@ class Agent:
             if not self.xs.connected:
                 self.connect()
                 if self.lost_logged:
-                    log.info("XenStore is back at %s", self.xs.path)
-                self.lost_logged = False
+                    log.info("XenStore is back at %s" if self.ever_connected else "connected to XenStore at %s",
+                             self.xs.path)
+                self.lost_logged, self.ever_connected = False, True
             self.publish()
             self._take_events()   # the echoes of our own writes, at least: looked at next round
             self.backoff.reset()
@@ -316,7 +336,7 @@ class Agent:
         if name == "memory":
             # Also a heartbeat: one read shows a dead connection or a domain that changed
             # without telling us (a xenbus device keeps no promise of EOF).
-            self.dirty.add(schema.UNIQUE_DOMAIN_ID)
+            self.dirty.add(schema.DOMID)   # any path will do: every look reads the identity
             self.dirty_due = 0.0
         if name == "watchdog":
             sdnotify.notify("WATCHDOG=1")
@@ -358,7 +378,10 @@ class Agent:
 
         old = {s: signal.signal(s, h) for s, h in
                ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, hup))}
-        old_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        try:
+            old_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        except TypeError:   # Python 3.6 has no keyword: a full pipe (a wake-up already pending) then warns
+            old_fd = signal.set_wakeup_fd(self._wake_w.fileno())
         self.watchdog = sdnotify.watchdog_interval()
         if self.watchdog:
             self.timers["watchdog"] = time.monotonic() + self.watchdog
@@ -388,6 +411,9 @@ class Agent:
         if not due:
             return None
         return max(0.0, min(due) - time.monotonic())
+
+
+WATCH_ROOTS = frozenset(schema.WATCHED)
 
 
 def _affected(dirty, keys):

@@ -11,12 +11,16 @@ INSTALLED = PVADDONS + "/Installed"
 NOT_UPGRADABLE = PVADDONS + "/NotUpgradable"
 UPDATED = "data/updated"
 UNIQUE_DOMAIN_ID = "unique-domain-id"
+DOMID = "domid"
+# What tells one domain from the next: xenopsd writes a new unique-domain-id on every resume and
+# migration, the xl toolstack writes none, and a restored or migrated domain gets a new domid.
+IDENTITY = (UNIQUE_DOMAIN_ID, DOMID)
 
 OS_KEYS = ("data/os_name", "data/os_distro", "data/os_majorver", "data/os_minorver", "data/os_uname")
 MEMORY_KEYS = ("data/meminfo_total", "data/meminfo_free")
 FEATURE_BALLOON = "control/feature-balloon"
 
-# What current xenopsd watches of the keys we write (host-contract.md section 2). It reads data/*
+# What current xenopsd watches of the keys we write (docs/host-contract.md section 2). It reads data/*
 # only when one of these fires, so a batch that changes data/os_* alone must touch one of them.
 HOST_WATCHED = ("attr/", "control/", "feature/", "xenserver/attr/")
 
@@ -27,10 +31,10 @@ OWNED_SUBTREES = ("attr/vif", "xenserver/attr/net-sriov-vf")
 OWNED_KEYS = tuple(PVADDONS + "/" + k for k in VERSION_KEYS) + (INSTALLED, NOT_UPGRADABLE) + OS_KEYS + MEMORY_KEYS
 
 # What the agent watches: a change below any of these by someone else is repaired.
-WATCHED = (UNIQUE_DOMAIN_ID, PVADDONS, "data", "attr/vif", "control/feature-balloon", "xenserver/attr",
+WATCHED = IDENTITY + (PVADDONS, "data", "attr/vif", "control/feature-balloon", "xenserver/attr",
            "xenserver/device/net-sriov-vf")
 
-# The longest value we write. host-contract.md says 2024 (a 24-byte header against C xenstored's
+# The longest value we write. docs/host-contract.md says 2024 (a 24-byte header against C xenstored's
 # 2048-byte node), but each permission costs 8 bytes more: measured on Xen 4.17, a guest's node
 # holds 2015 bytes with one permission and 1999 with three. Over it, the write fails and takes
 # the whole transaction's commit with it.

@@ -10,6 +10,7 @@ xenbus (the tests) never becomes our controlling terminal.
 """
 import collections
 import errno
+import logging
 import os
 import select
 import stat
@@ -24,6 +25,7 @@ from pyxs.exceptions import PyXSError
 from pyxs.helpers import check_path, error
 
 HEADER = struct.Struct("<IIII")
+log = logging.getLogger("xe-guest-agent.wire")   # every message, at debug level only
 DEFAULT_PATHS = ("/dev/xen/xenbus", "/proc/xen/xenbus")
 
 
@@ -118,6 +120,8 @@ class XenStore:
                 break
             payload = bytes(self._buf[HEADER.size:HEADER.size + size])
             del self._buf[:HEADER.size + size]
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("< %s", _describe(op, rq, _tx, payload))
             if op == Op.WATCH_EVENT:
                 parts = payload.split(NUL)
                 if len(parts) >= 2:
@@ -167,6 +171,8 @@ class XenStore:
             packet = Packet(op, payload, self._rq, tx)   # validates op and the 4096-byte limit
             messages.append(HEADER.pack(packet.op, packet.rq_id, packet.tx_id, packet.size) + payload)
             ids.append(self._rq)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("> %s", _describe(op, self._rq, tx, payload))
         if isinstance(self._conn, socket.socket):
             self._send(b"".join(messages), deadline)
         else:
@@ -244,6 +250,12 @@ class XenStore:
         for c in children:
             out.update(self.walk(path + "/" + c, tx))
         return out
+
+
+def _describe(op, rq, tx, payload):
+    """One line for the wire log: the operation, ids and payload (NULs shown as |)."""
+    name = Op._fields[op] if op < len(Op._fields) else "op%d" % op
+    return "%s rq=%d tx=%d %s" % (name, rq, tx, payload[:120].replace(NUL, b"|").decode("ascii", "replace"))
 
 
 _now = time.monotonic

@@ -37,7 +37,7 @@ def ensure_built():
     if os.path.exists(XENSTORED) and os.path.exists(SHIM):
         return
     r = subprocess.run(["sh", os.path.join(HERE, "fetch-xenstored.sh"), CACHE], cwd=HERE,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     if r.returncode or not os.path.exists(XENSTORED):
         raise LabError("could not fetch the real xenstored into %s (needs root, apt-get with Debian "
                        "bookworm sources, gcc):\n%s" % (CACHE, r.stdout[-3000:]))
@@ -108,8 +108,8 @@ class Guest:
     The bridge is the ring's only consumer: a second guest-side client on the same domain would
     steal its replies.
 
-    profile "xapi": control/ is guest-writable (xenopsd); "libxl": control/ is read-only for the
-    guest, as under plain Xen.
+    profile "xapi": control/ is guest-writable, unique-domain-id written (xenopsd); "libxl": as the
+    xl toolstack builds it: control/ read-only for the guest and no unique-domain-id.
     """
 
     DIRS = ("data", "attr", "control", "feature", "drivers", "device", "error", "xenserver/attr")
@@ -164,7 +164,9 @@ class Guest:
         rw = [b"n" + n]
         self.dom0.mkdir(self.home.encode())
         self.dom0.set_perms(self.home.encode(), ro)
-        for key, value in (("domid", n), ("unique-domain-id", self.uuid.encode()),
+        # xenopsd writes unique-domain-id; the xl/libxl toolstack does not (seen on a real host).
+        uid = () if self.profile == "libxl" else (("unique-domain-id", self.uuid.encode()),)
+        for key, value in (("domid", n),) + uid + (
                            ("name", b"guest-%d" % d), ("vm", b"/vm/" + self.uuid.encode()),
                            ("memory/target", b"1048576"), ("memory/static-max", b"1048576"),
                            ("control/platform-feature-multiprocessor-suspend", b"1")):

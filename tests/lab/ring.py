@@ -171,8 +171,11 @@ class PtyBridge:
         self.refused = []     # (op, payload) of the requests refused that way
         self.injected = bytearray()   # error replies made up here, not yet passed on
         self.retired = []     # rings of domains the guest has left (closed in close())
-        self.busy = {}        # ("rq", id) or ("tx", id) -> (op, tx, since): the agent's requests
-                              # not answered yet and transactions not ended
+        self.busy = {}        # request id -> (op, tx, since): the agent's requests not answered yet
+        # As the kernel's xenbus_file_priv: the transactions this file opened, each with the
+        # generation (bumped by every resume) it was opened in; None: its START is unanswered.
+        self.transactions = {}   # tx id -> generation
+        self.generation = 0
         self._stop_r, self._stop_w = os.pipe()
         self.thread = threading.Thread(target=self._loop, name="pty-bridge-%d" % domid, daemon=True)
         self.thread.start()
@@ -215,14 +218,37 @@ class PtyBridge:
             elif op == Op.UNWATCH:
                 self.watches.discard(parts)
             error = self.refuse(op, payload) if self.refuse else None
-            if error:
+            if error is None:
+                error, reply = self._kernel_rules(op, tx, payload)
+                if reply is not None:   # the kernel answers this itself
+                    self.injected += Packet._struct.pack(op, rq, tx, len(reply)) + reply
+                    continue
+            else:
                 self.refused.append((op, payload))
+            if error:
                 body = error.encode() + NUL
                 self.injected += Packet._struct.pack(Op.ERROR, rq, tx, len(body)) + body
                 continue
-            self.busy[("rq", rq)] = (op, tx, time.monotonic())
+            self.busy[rq] = (op, tx, time.monotonic())
             forward += Packet._struct.pack(op, rq, tx, len(payload)) + payload
         return bytes(forward)
+
+    def _kernel_rules(self, op, tx, payload):
+        """What Linux's xenbus_write_transaction() (drivers/xen/xenbus/xenbus_dev_frontend.c)
+        answers by itself: (error name, None), (None, reply payload), or (None, None) to pass the
+        request on."""
+        if op == Op.TRANSACTION_START or op in (Op.WATCH, Op.UNWATCH):
+            return None, None
+        if tx != 0 and tx not in self.transactions:
+            return "ENOENT", None
+        if op == Op.TRANSACTION_END:
+            if payload not in (b"T" + NUL, b"F" + NUL):
+                return "EINVAL", None
+            if self.transactions.get(tx) != self.generation:
+                # Opened before a resume: xenstored has forgotten it.
+                del self.transactions[tx]
+                return ("EAGAIN", None) if payload.startswith(b"T") else (None, b"OK" + NUL)
+        return None, None
 
     def _filter(self, data):
         """Pass on whole packets, less the replies to our own replayed watches."""
@@ -231,12 +257,12 @@ class PtyBridge:
         for op, rq, tx, payload in _frames(self.down):
             if op == Op.WATCH and rq >= self.REPLAY_ID:
                 continue
-            if op != Op.WATCH_EVENT and ("rq", rq) in self.busy:
-                asked, asked_tx, _ = self.busy.pop(("rq", rq))
+            if op != Op.WATCH_EVENT and rq in self.busy:
+                asked, asked_tx, _ = self.busy.pop(rq)
                 if asked == Op.TRANSACTION_START and op != Op.ERROR:
-                    self.busy[("tx", int(payload.rstrip(NUL) or 0))] = (asked, 0, time.monotonic())
+                    self.transactions[int(payload.rstrip(NUL) or 0)] = self.generation
                 elif asked == Op.TRANSACTION_END:
-                    self.busy.pop(("tx", asked_tx), None)
+                    self.transactions.pop(asked_tx, None)
             out += Packet._struct.pack(op, rq, tx, len(payload)) + payload
         return bytes(out)
 
@@ -262,8 +288,9 @@ class PtyBridge:
     def suspended(self, timeout=5.0):
         """The guest is paused (suspend, migration): nothing passes either way inside the block;
         what the agent sends meanwhile waits in the pty. Like the kernel's xs_suspend, it first
-        waits (up to `timeout` s) for the agent's requests in flight and open transactions to end
-        (those older than 3 s were given up by the agent, whose requests time out after 2 s)."""
+        waits (up to `timeout` s) for the agent's requests in flight (those older than 3 s were
+        given up by the agent, whose requests time out after 2 s). Not for its transactions: the
+        kernel holds a suspend off only for its own (xs_request_enter counts user ones out)."""
         deadline = time.monotonic() + timeout
         while True:
             self.lock.acquire()
@@ -288,6 +315,7 @@ class PtyBridge:
         self.ring = RingTransport(self.shim_dir, domid)
         self.down.clear()
         self.busy.clear()   # lost with the old ring (only after a suspend that timed out)
+        self.generation += 1   # the transactions still open are dead (xb_dev_generation_id)
         self._queue_replay()
 
     def close(self):
