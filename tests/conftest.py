@@ -1,5 +1,6 @@
 """Fixtures: a real xenstored per test, a guest built as the toolstack builds it, the host's
 readers, and the agent run as a real subprocess through its CLI, as that guest."""
+import itertools
 import os
 import shutil
 import signal
@@ -14,6 +15,13 @@ from tests import hostmodel
 from tests.lab import daemon
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_configure(config):
+    # One line up front instead of a dozen raw `unshare: Operation not permitted` failures.
+    if os.geteuid() != 0:
+        raise pytest.UsageError("the test suite needs root: it runs xenstored, network namespaces "
+                                "(unshare, ip netns) and strace; run it as root, e.g. sudo make check")
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +77,14 @@ def current(xenstored, guest):
     r.close()
 
 
+_agent_numbers = itertools.count()
+
+
 class Agent:
     """`xe-guest-agent run` as a subprocess; its stderr goes to a file for the test to read."""
 
     def __init__(self, args, workdir, env=None, prefix=()):
-        self.log_path = os.path.join(workdir, "agent-%d.log" % time.monotonic_ns())
+        self.log_path = os.path.join(workdir, "agent-%d.log" % next(_agent_numbers))
         self._log = open(self.log_path, "wb")
         environ = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
         environ.pop("NOTIFY_SOCKET", None)
@@ -157,4 +168,4 @@ def cli(*args, env=None, timeout=30):
     environ = dict(os.environ, PYTHONPATH=ROOT)
     environ.update(env or {})
     return subprocess.run([sys.executable, "-m", "xe_guest_agent"] + list(args), env=environ,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)

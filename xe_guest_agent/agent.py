@@ -64,7 +64,6 @@ class Agent:
         self.reported = set()           # (key, error) already logged: each is logged once
         self.backoff = Backoff()
         self.ever_connected = False     # "cannot connect" until the first connection, "lost" after
-        self.ever_connected = False     # "cannot connect" until the first connection, "lost" after
         self.retry_at = 0.0             # when to try to (re)connect or publish again
         self.lost_logged = False
         self.ready = False

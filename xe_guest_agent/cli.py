@@ -1,18 +1,58 @@
-"""Command line: `run` the agent, `show` what it would publish, read back its `status`."""
+"""Command line: `run` the agent, `show` what it would publish, read back its `status`.
+
+Works with click 6.7 (RHEL 8) and later: no option feature newer than 6.7 is relied on.
+"""
 import json
 import logging
+import os
 import sys
 
 import click
+import click.core
 
 from . import __version__, publisher, schema
 from . import config as configmod
 from .xenstore import XenStore, default_path
 
 
-def fail(message, status=2):
+# Exit status: 2 for a usage, config or environment error (bad flag, bad config, no XenStore, a
+# missing --xenstore path), 1 for a runtime failure (XenStore refused or timed out).
+USAGE, RUNTIME = 2, 1
+
+# click < 8.1 refuses to start under an ASCII locale on Python 3.6, after running `locale -a`: a
+# unit started under the C locale must still run, and the agent prints only ASCII.
+for _name in ("_verify_python3_env", "_verify_python_env"):
+    if hasattr(click.core, _name):
+        setattr(click.core, _name, lambda: None)
+
+
+def _hidden():
+    """Keyword arguments that hide an option; click 6 has none, so there --help shows it."""
+    try:
+        click.Option(["--probe"], hidden=True)
+        return {"hidden": True}
+    except TypeError:
+        return {}
+
+
+HIDDEN = _hidden()
+NO_XENSTORE = "no XenStore here (/dev/xen/xenbus and /proc/xen/xenbus missing, $XENSTORED_PATH unset): not a Xen guest?"
+
+
+def fail(message, status=USAGE):
     click.echo("xe-guest-agent: " + message, err=True)
     sys.exit(status)
+
+
+def xenstore_path(explicit):
+    """The path to use: an explicit one must exist now; else the default, or a one-line exit 2."""
+    if explicit is not None:
+        if not explicit:
+            fail("--xenstore: empty path")
+        if not os.path.exists(explicit):
+            fail("--xenstore %s: no such file or socket" % explicit)
+        return explicit
+    return default_path() or fail(NO_XENSTORE)
 
 
 def load_config(config_path, **flags):
@@ -30,9 +70,9 @@ def version_options(f):
 
 
 def common_options(f):
-    f = click.option("--sysfs", default="/sys", hidden=True, help="Root of the sysfs tree to read (tests).")(f)
-    f = click.option("--os-root", default="/", hidden=True, help="Root under which to read os-release (tests).")(f)
-    f = click.option("--meminfo", default="/proc/meminfo", hidden=True, help="meminfo file to read (tests).")(f)
+    f = click.option("--sysfs", default="/sys", help="Root of the sysfs tree to read (tests).", **HIDDEN)(f)
+    f = click.option("--os-root", default="/", help="Root under which to read os-release (tests).", **HIDDEN)(f)
+    f = click.option("--meminfo", default="/proc/meminfo", help="meminfo file to read (tests).", **HIDDEN)(f)
     f = click.option("--flag-file", metavar="PATH",
                      help="File whose presence publishes NotUpgradable (default %s)." % configmod.DEFAULT_FLAG_FILE)(f)
     f = click.option("--config", "config_path", metavar="FILE",
@@ -45,20 +85,36 @@ def make_sources(config, sysfs, os_root, meminfo):
     return default_sources(config, sysfs, os_root, meminfo)
 
 
+def main(args=None, prog_name="xe-guest-agent"):
+    """The entry point: click's own errors become one line, as ours are."""
+    try:
+        rv = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.ClickException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":   # click 8.2+: no command given, show the help
+            e.show()
+            sys.exit(e.exit_code)
+        where = e.ctx.command_path if isinstance(e, click.UsageError) and e.ctx else prog_name
+        hint = " (see '%s --help')" % where if isinstance(e, click.UsageError) else ""
+        fail(" ".join(e.format_message().split()) + hint, USAGE if isinstance(e, click.UsageError) else e.exit_code)
+    except click.exceptions.Abort:
+        fail("aborted", RUNTIME)
+    sys.exit(rv if isinstance(rv, int) else 0)   # --help and --version return 0 here (click 7+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="xe-guest-agent", message="%(prog)s %(version)s")
-def main():
+def cli():
     """In-guest agent for Xen hosts run by xapi (XenServer, XCP-ng): publishes the guest-tools
     version, the NotUpgradable flag and guest metrics into XenStore and keeps them true."""
 
 
-@main.command()
-@click.option("--xenstore", "xenstore_path", metavar="PATH",
+@cli.command()
+@click.option("--xenstore", "explicit_path", metavar="PATH",
               help="Unix socket or xenbus device (default $XENSTORED_PATH, /dev/xen/xenbus, /proc/xen/xenbus).")
 @common_options
-@click.option("--log-level", type=click.Choice(configmod.LOG_LEVELS, case_sensitive=False),
-              help="Log level (default warning: silent at idle).")
-def run(xenstore_path, config_path, flag_file, sysfs, os_root, meminfo, log_level, **versions):
+# Not a click.Choice: the config checks it, so a bad value is one line naming the flag, on any click.
+@click.option("--log-level", metavar="LEVEL", help="debug, info, warning or error (default warning: silent at idle).")
+def run(explicit_path, config_path, flag_file, sysfs, os_root, meminfo, log_level, **versions):
     """Publish to XenStore and keep it true until SIGTERM."""
     import signal
     # Until the agent's own handlers are in place (after its imports), a stop is still a clean exit.
@@ -66,16 +122,14 @@ def run(xenstore_path, config_path, flag_file, sysfs, os_root, meminfo, log_leve
         signal.signal(sig, lambda *_: sys.exit(0))
     overrides = dict(flag_file=flag_file, log_level=log_level, **versions)
     config = load_config(config_path, **overrides)
-    path = xenstore_path or default_path()
-    if not path:
-        fail("no XenStore here (/dev/xen/xenbus and /proc/xen/xenbus missing, $XENSTORED_PATH unset): not a Xen guest?")
+    path = xenstore_path(explicit_path)
     logging.basicConfig(stream=sys.stderr, level=config.logging_level, format="%(levelname)s: %(message)s")
     from .agent import Agent   # only `run` pays for the event loop's imports
     agent = Agent(config, path, config_path, overrides, make_sources(config, sysfs, os_root, meminfo))
     sys.exit(agent.run())
 
 
-@main.command()
+@cli.command()
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def show(config_path, flag_file, sysfs, os_root, meminfo, as_json, **versions):
@@ -90,14 +144,12 @@ def show(config_path, flag_file, sysfs, os_root, meminfo, as_json, **versions):
     print_keys(state, as_json)
 
 
-@main.command()
-@click.option("--xenstore", "xenstore_path", metavar="PATH", help="Unix socket or xenbus device.")
+@cli.command()
+@click.option("--xenstore", "explicit_path", metavar="PATH", help="Unix socket or xenbus device.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-def status(xenstore_path, as_json):
+def status(explicit_path, as_json):
     """Print the agent's keys as XenStore holds them now."""
-    path = xenstore_path or default_path()
-    if not path:
-        fail("no XenStore here (/dev/xen/xenbus and /proc/xen/xenbus missing, $XENSTORED_PATH unset): not a Xen guest?")
+    path = xenstore_path(explicit_path)
     xs = XenStore(path)
     try:
         xs.connect()
@@ -109,7 +161,7 @@ def status(xenstore_path, as_json):
         for tree in schema.OWNED_SUBTREES:
             state.update(xs.walk(tree))
     except Exception as e:   # unreachable, refused, timed out: one line either way
-        fail("cannot read XenStore at %s: %s" % (path, e), 1)
+        fail("cannot read XenStore at %s: %s" % (path, e), RUNTIME)
     finally:
         xs.close()
     print_keys(state, as_json)

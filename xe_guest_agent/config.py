@@ -1,11 +1,12 @@
 """The agent's settings: defaults, then the config file, then command-line flags.
 
-The file is `key = value` lines; `#` and `;` start comments. A missing file is fine; anything
-else wrong with it is a ConfigError naming the file, line and key, so the user can fix it.
+The file is `key = value` lines; `#` and `;` start comments, at the start of a line or after a
+space. A missing file is fine; anything else wrong with it is a ConfigError naming the file, line
+and key, so the user can fix it.
 """
-import dataclasses
 import logging
 import os
+import re
 import stat
 
 from . import __version__
@@ -14,6 +15,8 @@ DEFAULT_CONFIG = "/etc/xe-guest-agent/agent.conf"
 DEFAULT_FLAG_FILE = "/etc/pv-drivers-not-upgradable"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_SIZE = 1 << 20   # bytes: a config file is a few lines
+# xapi parses the version keys with OCaml's int_of_string (63-bit): above this, the host sees no PV drivers.
+OCAML_MAX_INT = (1 << 62) - 1
 
 
 class ConfigError(Exception):
@@ -26,24 +29,38 @@ def _version_defaults():
     return parts
 
 
-@dataclasses.dataclass
 class Config:
-    major_version: int = _version_defaults()[0]
-    minor_version: int = _version_defaults()[1]
-    micro_version: int = _version_defaults()[2]
-    build_version: int = _version_defaults()[3]
-    flag_file: str = DEFAULT_FLAG_FILE
-    log_level: str = "warning"
-    memory_interval: float = 60.0      # seconds between /proc/meminfo reads
-    memory_threshold: str = "1%"       # KiB, or % of MemTotal: smaller moves of meminfo_free are not written
+    """The settings; built from keyword arguments, any one left out takes its default."""
+    DEFAULTS = dict(
+        major_version=_version_defaults()[0],
+        minor_version=_version_defaults()[1],
+        micro_version=_version_defaults()[2],
+        build_version=_version_defaults()[3],
+        flag_file=DEFAULT_FLAG_FILE,
+        log_level="warning",
+        memory_interval=60.0,      # seconds between /proc/meminfo reads
+        memory_threshold="1%",     # KiB, or % of MemTotal: smaller moves of meminfo_free are not written
+        feature_balloon=True,      # publish control/feature-balloon = 1
+        max_addresses=16,          # per VIF and address family
+    )
+
+    def __init__(self, **values):
+        unknown = set(values) - set(self.DEFAULTS)
+        if unknown:
+            raise TypeError("unknown settings: %s" % ", ".join(sorted(unknown)))
+        self.__dict__.update(self.DEFAULTS, **values)
+
+    def __eq__(self, other):
+        return isinstance(other, Config) and vars(self) == vars(other)
+
+    def __repr__(self):
+        return "Config(%s)" % ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.DEFAULTS)
 
     def memory_threshold_kib(self, total_kib):
         """The threshold in KiB for a guest with `total_kib` of memory."""
         if self.memory_threshold.endswith("%"):
             return int(total_kib * float(self.memory_threshold[:-1]) / 100)
         return int(self.memory_threshold)
-    feature_balloon: bool = True       # publish control/feature-balloon = 1
-    max_addresses: int = 16            # per VIF and address family
 
     @property
     def logging_level(self):
@@ -51,9 +68,18 @@ class Config:
 
 
 def _non_negative_int(text):
-    if not text.isdigit() or not text.isascii():
+    if not re.match(r"[0-9]+\Z", text):   # not isdigit(): no other script's digits
         raise ValueError("must be a non-negative integer")
+    if len(text.lstrip("0")) > len(str(OCAML_MAX_INT)):   # before int(): 3.11+ refuses 4300+ digits
+        raise ValueError("too large: must be at most %d" % OCAML_MAX_INT)
     return int(text)
+
+
+def _version(text):
+    value = _non_negative_int(text)
+    if value > OCAML_MAX_INT:
+        raise ValueError("too large: must be at most %d" % OCAML_MAX_INT)
+    return value
 
 
 def _positive_number(text):
@@ -100,10 +126,10 @@ def _path(text):
 
 
 PARSERS = {
-    "major_version": _non_negative_int,
-    "minor_version": _non_negative_int,
-    "micro_version": _non_negative_int,
-    "build_version": _non_negative_int,
+    "major_version": _version,
+    "minor_version": _version,
+    "micro_version": _version,
+    "build_version": _version,
     "flag_file": _path,
     "log_level": _log_level,
     "memory_interval": _positive_number,
@@ -117,7 +143,8 @@ def parse(text, name="<config>"):
     """{key: value} from the text of a config file; ConfigError on the first bad line."""
     values = {}
     for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
+        # A comment starts a line, or follows a space: `/a#b` is a value, `8  # why` is 8.
+        line = re.split(r"\s[#;]", line.strip(), maxsplit=1)[0].rstrip()
         if not line or line[0] in "#;":
             continue
         key, sep, value = (s.strip() for s in line.partition("="))
@@ -144,6 +171,8 @@ def load(path=None, overrides=None):
     `overrides` holds command-line values as text; None entries are ignored.
     """
     explicit = path is not None
+    if path == "":   # `--config ""`: a mistake, not a request for the default file
+        raise ConfigError("--config: empty path")
     path = path or DEFAULT_CONFIG
     values = {}
     try:
