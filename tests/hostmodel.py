@@ -1,4 +1,4 @@
-"""What the host sees: two readers of a guest's tree, as dom0 (host-contract.md, section 6).
+"""What the host sees: two readers of a guest's tree, as dom0 (docs/host-contract.md, section 6).
 
 - LegacyReader: the 2010 xapi of the proposal. Watches data/updated; on each event reads
   attr/PVAddons/* and computes PV_drivers_up_to_date, honouring NotUpgradable.
