@@ -3,12 +3,19 @@
 # the unit's sandbox (systemd-analyze security/verify) and the packages' files and scripts (lintian,
 # dpkg-deb, rpm -qp), install the deb with apt into a fresh Debian 12 root, run it there against a
 # real xenstored (keys checked from the host side), under a read-only / with no capabilities and
-# W^X memory, and as the packaged unit under the root's own systemd (systemd-nspawn --boot); then
-# run the rpm's payload with its vendored modules. Prints the time of each step; exits non-zero
-# with a FAIL: line on the first failure.
+# W^X memory, and as the packaged unit under the root's own systemd (systemd-nspawn --boot), where a
+# broken config must stop the unit without a restart loop. Issue 8's upgrade path: the deb installed
+# over today's agent (a stand-in xe-guest-utilities package: none is in Debian's archive) replaces
+# it in one apt run, in the chroot and under a running systemd; rpm -U of ours obsoletes a stand-in
+# xe-guest-utilities-latest. Then the rpm's payload, installed with rpm, runs with its vendored
+# modules on Python 3.6 with only click at the oldest version it declares (EL8's 6.7), through the
+# launcher's EL8 path (/usr/libexec/platform-python), and on the root's Python 3.11. Prints the time
+# of each step; exits non-zero with a FAIL: line on the first failure.
 #
 # Usage (root, Debian 12, from the checkout root): bash .ci/packaging.sh
 # Caches in .cache/ (git-ignored): xen/ (xenstored), bookworm/ (bootstrapped root, apt's debs).
+# Python 3.6: $PY36 (default ~/.pyenv/versions/3.6.15/bin/python3); click from PyPI, pinned to
+# $CLICK_OLDEST (default 6.7: the rpm's `Requires: python3-click >= 6.7`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
@@ -18,6 +25,8 @@ R=$WORK/root                        # the Debian root under test
 XEN=$CACHE/xen
 XSLIB=$XEN/root/usr/lib/x86_64-linux-gnu
 TARGET_EXPOSURE=2.5
+PY36=${PY36:-$HOME/.pyenv/versions/3.6.15/bin/python3}
+CLICK_OLDEST=${CLICK_OLDEST:-6.7}
 PIDS=()                             # background processes we started, killed on exit
 TIMES=()
 T0=$SECONDS
@@ -59,17 +68,20 @@ xs_clear() { local k; for k in attr data control; do xs rm "$HOME_XS/$k" 2>/dev/
 # /run/xenstored. MODE ro: / itself (host and root) is read-only in that namespace, and CMD runs
 # with no capabilities, no_new_privs and memory-deny-write-execute (prctl PR_SET_MDWE), as the
 # unit runs it. The process keeps the shell's PID (exec all the way), written to PIDFILE if given.
-# $AGENT_ENV: extra VAR=value words for CMD's (otherwise empty) environment.
+# $AGENT_ENV: extra VAR=value words for CMD's (otherwise empty) environment. $ROOT_BIND: host
+# directories bind-mounted read-only at the same path inside the root (e.g. a Python prefix).
 in_root() {
     local mode=$1 pidfile=$2; shift 2
-    AGENT_ENV=${AGENT_ENV:-} unshare --mount --fork --kill-child -- /bin/sh -euc '
+    AGENT_ENV=${AGENT_ENV:-} ROOT_BIND=${ROOT_BIND:-} unshare --mount --fork --kill-child -- /bin/sh -euc '
         R=$1 XS=$2 MODE=$3 PIDFILE=$4; shift 4
         [ -z "$PIDFILE" ] || echo $$ > "$PIDFILE"
+        for d in $ROOT_BIND; do mkdir -p "$R$d"; done
         if [ "$MODE" = ro ]; then           # before the API mounts, which stay writable as under systemd
             mount --bind "$R" "$R"          # (in case the root is not on the / file system)
             mount -o remount,bind,ro "$R"
             mount -o remount,bind,ro /
         fi
+        for d in $ROOT_BIND; do mount --bind "$d" "$R$d"; mount -o remount,bind,ro "$R$d"; done
         mount -t proc proc "$R/proc"
         mount --rbind /sys "$R/sys"
         mount --rbind /dev "$R/dev"
@@ -118,6 +130,48 @@ check_published() {
         case $key in data/meminfo_free|data/updated) ;; *) [ "$got" = "$want" ] || { say "  $key = '$got', expected '$want'"; bad=1; } ;; esac
     done < <(python3 -c 'import json,sys; [print("%s\t%s" % kv) for kv in json.load(open(sys.argv[1])).items()]' "$1")
     return $bad
+}
+
+# same_show A.json B.json: the two `show --json` outputs agree (but the volatile meminfo_free).
+same_show() {
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+for d in (a, b): d.pop("data/meminfo_free", None)
+sys.exit(a != b)
+EOF
+}
+
+# start_agent NAME MODE: XenStore cleared, the installed agent started in the root (in_root MODE)
+# with a notify socket; returns once it sent READY=1 and XenStore holds what `show` printed
+# ($WORK/show.json). Sets AGENT_JOB, APID (the agent's PID) and AGENT_LOG.
+start_agent() {
+    local name=$1 mode=$2
+    xs_clear
+    start_notify_listener "$name"
+    AGENT_LOG=$WORK/agent-$name.log
+    AGENT_ENV="NOTIFY_SOCKET=@$NOTIFY_NAME WATCHDOG_USEC=2000000" in_root "$mode" "$WORK/agent-$name.pid" \
+        xe-guest-agent run --xenstore /run/xenstored/socket --log-level info > "$AGENT_LOG" 2>&1 &
+    AGENT_JOB=$!; PIDS+=($AGENT_JOB)
+    wait_for 15 grep -q READY=1 "$NOTIFY_LOG" || { cat "$AGENT_LOG"; die "$name: no READY=1 from the agent within 15 s"; }
+    wait_for 5 xs read "$HOME_XS/data/updated" || { cat "$AGENT_LOG"; die "$name: data/updated not written"; }
+    check_published "$WORK/show.json" || { cat "$AGENT_LOG"; die "$name: XenStore does not hold what show printed"; }
+    APID=$(cat "$WORK/agent-$name.pid")
+}
+# stop_agent: SIGTERM must end it with status 0 after STOPPING=1, and no traceback in its log.
+stop_agent() {
+    local rc=0
+    kill -TERM "$APID"; wait "$AGENT_JOB" || rc=$?
+    [ $rc -eq 0 ] || { cat "$AGENT_LOG"; die "agent exited $rc on SIGTERM"; }
+    grep -q STOPPING=1 "$NOTIFY_LOG" || die "no STOPPING=1 on SIGTERM"
+    if grep -qi traceback "$AGENT_LOG"; then cat "$AGENT_LOG"; die "traceback in the agent's log"; fi
+}
+# flag_roundtrip: the flag file created on a running guest -> NotUpgradable = 1 at once; removed -> gone.
+flag_roundtrip() {
+    touch "$R/etc/pv-drivers-not-upgradable"
+    wait_for 5 xs_is attr/PVAddons/NotUpgradable 1 || die "NotUpgradable not published after creating the flag file"
+    rm "$R/etc/pv-drivers-not-upgradable"
+    wait_for 5 xs_absent attr/PVAddons/NotUpgradable || die "NotUpgradable not removed after deleting the flag file"
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -201,6 +255,16 @@ grep -q "deb-systemd-helper purge 'xe-guest-agent.service'" "$WORK/deb/DEBIAN/po
 grep -q "py3compile -p xe-guest-agent /usr/share/xe-guest-agent" "$WORK/deb/DEBIAN/postinst" || die "postinst does not byte-compile"
 dpkg-deb -f "$DEB" Depends | tee "$WORK/deb.depends"
 for d in python3-click python3-pyxs; do grep -q "$d" "$WORK/deb.depends" || die "Depends lacks $d"; done
+grep -q 'RestartPreventExitStatus=2' "$WORK/deb/lib/systemd/system/xe-guest-agent.service" || die "the unit lacks RestartPreventExitStatus=2"
+for f in Conflicts Replaces; do
+    say "$f: $(dpkg-deb -f "$DEB" $f)"
+    for p in xe-guest-utilities xen-guest-agent; do
+        [[ ",$(dpkg-deb -f "$DEB" $f | tr -d ' ')," == *",$p,"* ]] || die "$f lacks $p"
+    done
+done
+for f in Homepage Vcs-Git Vcs-Browser Maintainer; do say "$f: $(dpkg-deb -f "$DEB" $f)"; done
+[ -n "$(dpkg-deb -f "$DEB" Homepage)" ] || die "no Homepage"
+[[ $(dpkg-deb -f "$DEB" Maintainer) != *example.* ]] || die "placeholder Maintainer address"
 say "unit, conffile, postinst (enable+start, py3compile), prerm (stop), postrm (purge): present"
 
 step "rpm: file list and scriptlets"
@@ -215,7 +279,22 @@ for s in postinstall preuninstall postuninstall; do grep -q "^$s scriptlet" "$WO
 grep -q 'preset xe-guest-agent.service' "$WORK/rpm.scripts" || die "%post does not preset the unit"
 grep -q 'disable --now xe-guest-agent.service' "$WORK/rpm.scripts" || die "%preun does not stop+disable the unit"
 grep -q 'try-restart xe-guest-agent.service' "$WORK/rpm.scripts" || die "%postun does not restart the unit"
-rpm -qp --requires "$RPM" | grep -q '^python3-click' || die "rpm does not require python3-click"
+grep -q '^posttrans scriptlet' "$WORK/rpm.scripts" || die "rpm has no %posttrans (starts the agent after the obsoleted ones are gone)"
+rpm -qp --requires "$RPM" > "$WORK/rpm.requires"
+grep -qx "python3-click >= $CLICK_OLDEST" "$WORK/rpm.requires" || die "rpm does not require python3-click >= $CLICK_OLDEST"
+grep -qx '(platform-python or python3 >= 3.6)' "$WORK/rpm.requires" || die "rpm does not accept EL8's platform-python or python3 >= 3.6"
+! grep -E '^python3 >= 3\.([7-9]|1[0-9])' "$WORK/rpm.requires" || die "rpm requires a python3 newer than 3.6"
+for t in obsoletes conflicts; do
+    for p in xe-guest-utilities xe-guest-utilities-latest xen-guest-agent; do
+        rpm -qp --$t "$RPM" > "$WORK/rpm.$t"; grep -qx "$p" "$WORK/rpm.$t" || die "rpm: no $t $p"
+    done
+done
+say "requires: $(grep -v '^rpmlib\|^/bin/sh\|^config(' "$WORK/rpm.requires" | paste -sd ';')"
+say "obsoletes + conflicts: $(rpm -qp --obsoletes "$RPM" | paste -sd ' ')"
+rpm -qp --qf 'URL: %{URL}\nBugURL: %{BUGURL}\n' "$RPM"
+mkdir -p "$WORK/rpmx"; (cd "$WORK/rpmx" && rpm2cpio "$TOP/$RPM" | cpio -idm --quiet ./usr/bin/xe-guest-agent)
+say "launcher: $(head -n 1 "$WORK/rpmx/usr/bin/xe-guest-agent")"
+grep -q '/usr/libexec/platform-python' "$WORK/rpmx/usr/bin/xe-guest-agent" || die "the rpm launcher does not use EL8's platform-python"
 rpm -qp --configfiles "$RPM" | grep -qx /etc/xe-guest-agent/agent.conf || die "agent.conf is not %config in the rpm"
 
 step "fresh Debian 12 root (mmdebstrap, cached in .cache/bookworm)"
@@ -231,19 +310,95 @@ mkdir "$R"; tar -xf "$CACHE/bookworm/root.tar" -C "$R" || die "cannot unpack $CA
 grep -q '^VERSION_CODENAME=bookworm' "$R/etc/os-release" || die "the root is not bookworm"
 say "root: $(. "$R/etc/os-release"; echo "$PRETTY_NAME"), no python: $([ -e "$R/usr/bin/python3" ] && echo no || echo yes)"
 
-step "apt install ./$(basename "$DEB") in the root (Debian archive only)"
-cp "$DEB" "$R/tmp/"
 # apt in the root, downloads cached in .cache/bookworm/archives (bind-mounted) across runs.
 root_apt() {
     unshare --mount --fork -- /bin/sh -euc 'mount --bind "$1/archives" "$2/var/cache/apt/archives"; shift 2
         exec chroot "$0" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 "$@"' \
         "$R" "$CACHE/bookworm" "$R" "$@"
 }
+
+# make_stub_deb OUTFILE: a stand-in for the xe-guest-utilities deb that XenServer's and XCP-ng's
+# guest-tools ISOs install (Go agent): the same package name and agent files (/usr/sbin/xe-daemon,
+# /usr/sbin/xe-linux-distribution, the unit xe-linux-distribution.service), enabled in postinst and
+# started when systemd runs; prerm stops it, postrm drops the enablement. Its daemon only sleeps.
+make_stub_deb() {
+    local d=$WORK/stub-deb
+    rm -rf "$d"; mkdir -p "$d/DEBIAN" "$d/usr/sbin" "$d/lib/systemd/system"
+    printf '%s\n' 'Package: xe-guest-utilities' 'Version: 8.4.0-1~ci' 'Architecture: all' \
+        'Maintainer: CI stand-in <ci@localhost>' 'Section: admin' 'Priority: optional' \
+        'Description: stand-in for the XenServer guest utilities (CI only)' \
+        ' Same name and agent files as the xe-guest-utilities deb of the guest-tools ISO.' > "$d/DEBIAN/control"
+    printf '%s\n' '#!/bin/sh' 'while :; do sleep 3600; done' > "$d/usr/sbin/xe-daemon"
+    printf '%s\n' '#!/bin/sh' 'echo os_distro=debian' > "$d/usr/sbin/xe-linux-distribution"
+    printf '%s\n' '[Unit]' 'Description=stand-in xe-linux-distribution (CI)' '[Service]' \
+        'ExecStart=/usr/sbin/xe-daemon' '[Install]' 'WantedBy=multi-user.target' \
+        > "$d/lib/systemd/system/xe-linux-distribution.service"
+    printf '%s\n' '#!/bin/sh' 'set -e' 'mkdir -p /etc/systemd/system/multi-user.target.wants' \
+        'ln -sf /lib/systemd/system/xe-linux-distribution.service /etc/systemd/system/multi-user.target.wants/' \
+        'if [ -d /run/systemd/system ]; then systemctl daemon-reload; systemctl start xe-linux-distribution.service; fi' \
+        > "$d/DEBIAN/postinst"
+    printf '%s\n' '#!/bin/sh' 'if [ -d /run/systemd/system ]; then systemctl stop xe-linux-distribution.service || true; fi' \
+        > "$d/DEBIAN/prerm"
+    printf '%s\n' '#!/bin/sh' 'case "$1" in remove|purge) rm -f /etc/systemd/system/multi-user.target.wants/xe-linux-distribution.service ;; esac' \
+        > "$d/DEBIAN/postrm"
+    chmod 0755 "$d/DEBIAN/postinst" "$d/DEBIAN/prerm" "$d/DEBIAN/postrm" "$d/usr/sbin/"*
+    dpkg-deb --root-owner-group -Zxz --build "$d" "$1" > /dev/null
+}
+# agent_units: the agents' unit files and enablement links present in the root (one line each;
+# /lib is /usr/lib on a merged-/usr root).
+agent_units() {
+    local u d dirs="/usr/lib/systemd/system /etc/systemd/system /etc/systemd/system/multi-user.target.wants"
+    [ -L "$R/lib" ] || dirs="/lib/systemd/system $dirs"
+    for u in xe-guest-agent xe-linux-distribution xen-guest-agent; do
+        for d in $dirs; do [ ! -e "$R$d/$u.service" ] && [ ! -L "$R$d/$u.service" ] || echo "$d/$u.service"; done
+    done
+}
+
+step "today's agent installed in the root: xe-guest-utilities (stand-in unless Debian has one)"
 root_apt apt-get update -qq > "$WORK/root-apt.log" 2>&1 || { cat "$WORK/root-apt.log"; die "apt-get update in the root failed"; }
+root_apt apt-cache policy xe-guest-utilities | tee "$WORK/xgu-policy.txt"
+STUB_DEB=$WORK/xe-guest-utilities_8.4.0-1~ci_all.deb
+if grep -q 'Candidate: [0-9]' "$WORK/xgu-policy.txt"; then
+    say "Debian's archive has xe-guest-utilities: installing it"
+    root_apt apt-get install -y -q xe-guest-utilities > "$WORK/root-apt.log" 2>&1 \
+        || { tail -n 30 "$WORK/root-apt.log"; die "apt-get install xe-guest-utilities failed"; }
+else
+    say "no xe-guest-utilities in Debian 12's archive (nor xe-guest-utilities-latest, xen-guest-agent): a stand-in deb"
+    make_stub_deb "$STUB_DEB"
+    dpkg-deb -c "$STUB_DEB" | awk '{print "  " $NF}' | grep -v '/$'
+    cp "$STUB_DEB" "$R/tmp/"
+    root_apt apt-get install -y -q "/tmp/$(basename "$STUB_DEB")" > "$WORK/root-apt.log" 2>&1 \
+        || { tail -n 30 "$WORK/root-apt.log"; die "installing the stand-in xe-guest-utilities failed"; }
+fi
+chroot "$R" dpkg-query -W -f '${Package} ${Version} ${Status}\n' xe-guest-utilities
+say "agent units before: $(agent_units | paste -sd ' ')"
+[[ $(agent_units) == *xe-linux-distribution.service* ]] || die "xe-guest-utilities installed no xe-linux-distribution unit"
+
+step "apt install ./$(basename "$DEB") in the root (Debian archive only), over xe-guest-utilities"
+cp "$DEB" "$R/tmp/"
 root_apt apt-get install -y -q "/tmp/$(basename "$DEB")" > "$WORK/root-apt.log" 2>&1 \
-    || { tail -n 40 "$WORK/root-apt.log"; die "apt install of the deb failed in the fresh root"; }
-grep -E '^(Setting up|Unpacking) (xe-guest-agent|python3-pyxs|python3-click)' "$WORK/root-apt.log" || true
+    || { grep -B3 -A12 -m2 -E '^(Setting up python3 |dpkg: error)' "$WORK/root-apt.log" | head -n 50; tail -n 15 "$WORK/root-apt.log"
+         die "apt install of the deb failed in the fresh root"; }
+grep -E '^(Setting up|Unpacking|Removing) (xe-guest-agent|xe-guest-utilities|python3-pyxs|python3-click)|REMOVED|^  xe-guest-utilities' "$WORK/root-apt.log" || true
 chroot "$R" dpkg-query -W -f '${Package} ${Version} ${Status}\n' xe-guest-agent python3-pyxs python3-click python3
+grep -q '^Removing xe-guest-utilities' "$WORK/root-apt.log" || die "apt did not remove xe-guest-utilities in the same run"
+case $(chroot "$R" dpkg-query -W -f '${db:Status-Abbrev}' xe-guest-utilities 2>/dev/null) in
+    ii*|iU*|iF*|hi*) die "xe-guest-utilities is still installed" ;;
+esac
+for f in /usr/sbin/xe-daemon /usr/sbin/xe-linux-distribution; do [ ! -e "$R$f" ] || die "$f is still there"; done
+AGENT_UNITS=$(agent_units | paste -sd ' ')
+say "agent units after: $AGENT_UNITS"
+[ "$AGENT_UNITS" = "/usr/lib/systemd/system/xe-guest-agent.service /etc/systemd/system/multi-user.target.wants/xe-guest-agent.service" ] \
+    || die "not exactly one agent unit left: $AGENT_UNITS"
+# And it cannot come back beside ours: dpkg refuses it while xe-guest-agent is installed.
+if [ -f "$STUB_DEB" ]; then
+    if chroot "$R" dpkg -i "/tmp/$(basename "$STUB_DEB")" > "$WORK/stub-again.log" 2>&1; then
+        cat "$WORK/stub-again.log"; die "dpkg installed xe-guest-utilities next to xe-guest-agent"
+    fi
+    grep -m1 -i 'conflict' "$WORK/stub-again.log" | sed 's/^/  /'
+    [ "$(agent_units | paste -sd ' ')" = "$AGENT_UNITS" ] || die "the refused dpkg -i changed the units"
+fi
+say "one apt run: xe-guest-utilities removed (files, unit, enablement), xe-guest-agent the only agent"
 [ -L "$R/etc/systemd/system/multi-user.target.wants/xe-guest-agent.service" ] || die "postinst did not enable the unit"
 ls "$R"/usr/share/xe-guest-agent/xe_guest_agent/__pycache__/cli.*.pyc >/dev/null 2>&1 || die "postinst did not byte-compile"
 say "installed; enabled: $(readlink "$R/etc/systemd/system/multi-user.target.wants/xe-guest-agent.service")"
@@ -260,50 +415,21 @@ grep -q '"attr/PVAddons/MajorVersion"' "$WORK/show.json" || die "show --json lac
 sed -n 's/^#\([a-z_]* = .*\)$/\1/p' "$R/etc/xe-guest-agent/agent.conf" > "$R/tmp/example.conf"
 in_root rw "" xe-guest-agent show --json --config /tmp/example.conf > "$WORK/show-example.json" \
     || die "the uncommented example agent.conf is rejected"
-python3 - "$WORK/show.json" "$WORK/show-example.json" <<'EOF' || die "the example agent.conf does not give the defaults"
-import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:])
-for d in (a, b): d.pop("data/meminfo_free", None)
-sys.exit(a != b)
-EOF
+same_show "$WORK/show.json" "$WORK/show-example.json" || die "the example agent.conf does not give the defaults"
 say "example agent.conf ($(wc -l < "$R/tmp/example.conf") keys) = defaults"
 
 step "in the root: real publish against xenstored, checked from the host"
-start_notify_listener rw
-AGENT_ENV="NOTIFY_SOCKET=@$NOTIFY_NAME WATCHDOG_USEC=2000000"
-in_root rw "$WORK/agent.pid" xe-guest-agent run --xenstore /run/xenstored/socket --log-level info > "$WORK/agent-rw.log" 2>&1 &
-AGENT_JOB=$!; PIDS+=($AGENT_JOB)
-wait_for 15 grep -q READY=1 "$NOTIFY_LOG" || { cat "$WORK/agent-rw.log"; die "no READY=1 from the agent within 15 s"; }
-wait_for 5 xs read "$HOME_XS/data/updated" || { cat "$WORK/agent-rw.log"; die "data/updated not written"; }
-check_published "$WORK/show.json" || { cat "$WORK/agent-rw.log"; die "XenStore does not hold what show printed"; }
+start_agent rw rw
 xs ls "$HOME_XS" | sed 's/^/  /'
 say "all $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/show.json") keys of show are in XenStore"
-# Appliance flag: created on a running guest -> NotUpgradable = 1 at once; removed -> gone.
-touch "$R/etc/pv-drivers-not-upgradable"
-wait_for 5 xs_is attr/PVAddons/NotUpgradable 1 \
-    || die "NotUpgradable not published after creating /etc/pv-drivers-not-upgradable"
-rm "$R/etc/pv-drivers-not-upgradable"
-wait_for 5 xs_absent attr/PVAddons/NotUpgradable \
-    || die "NotUpgradable not removed after deleting the flag file"
+flag_roundtrip
 say "flag file -> attr/PVAddons/NotUpgradable = 1 and back"
-AGENT_ENV=""
 in_root rw "" xe-guest-agent status --xenstore /run/xenstored/socket || die "xe-guest-agent status failed in the root"
-kill -TERM "$(cat "$WORK/agent.pid")"
-RC=0; wait "$AGENT_JOB" || RC=$?
-[ $RC -eq 0 ] || { cat "$WORK/agent-rw.log"; die "agent exited $RC on SIGTERM"; }
-grep -q STOPPING=1 "$NOTIFY_LOG" || die "no STOPPING=1 on SIGTERM"
+stop_agent
 say "notify messages: $(sort "$NOTIFY_LOG" | uniq -c | tr -s ' \n' ' ')"
 
 step "read-only /: no capabilities, no_new_privs, MDWE; publishes and stays up"
-xs_clear
-start_notify_listener ro
-AGENT_ENV="NOTIFY_SOCKET=@$NOTIFY_NAME WATCHDOG_USEC=2000000"
-in_root ro "$WORK/agent-ro.pid" xe-guest-agent run --xenstore /run/xenstored/socket --log-level info > "$WORK/agent-ro.log" 2>&1 &
-AGENT_JOB=$!; PIDS+=($AGENT_JOB)
-AGENT_ENV=""
-wait_for 15 grep -q READY=1 "$NOTIFY_LOG" || { cat "$WORK/agent-ro.log"; die "no READY=1 under a read-only root"; }
-check_published "$WORK/show.json" || { cat "$WORK/agent-ro.log"; die "read-only root: XenStore does not hold what show printed"; }
-APID=$(cat "$WORK/agent-ro.pid")
+start_agent ro ro
 grep -E '^(CapEff|CapBnd|NoNewPrivs)' "/proc/$APID/status" | tr -s '\t\n' '  '; echo
 grep -q '^CapEff:[[:space:]]*0000000000000000' "/proc/$APID/status" || die "the agent still has capabilities"
 awk '$5 == "/" && $6 ~ /(^|,)ro(,|$)/ {found=1} END {exit !found}' "/proc/$APID/mountinfo" || die "/ is not read-only for the agent"
@@ -314,10 +440,8 @@ wait_for 10 xs read "$HOME_XS/attr/PVAddons/MajorVersion" || die "read-only root
 PINGS=$(grep -c WATCHDOG=1 "$NOTIFY_LOG" || true)
 [ "$PINGS" -ge 5 ] || die "only $PINGS watchdog pings in ~10 s (WATCHDOG_USEC=2s)"
 say "up after 10 s, repaired a removed key, $PINGS watchdog pings"
-kill -TERM "$APID"
-RC=0; wait "$AGENT_JOB" || RC=$?
-[ $RC -eq 0 ] || { cat "$WORK/agent-ro.log"; die "agent exited $RC on SIGTERM under a read-only root"; }
-if grep -qiE 'traceback|read-only file system|EROFS' "$WORK/agent-ro.log"; then cat "$WORK/agent-ro.log"; die "errors in the agent's log"; fi
+stop_agent
+if grep -qiE 'read-only file system|EROFS' "$WORK/agent-ro.log"; then cat "$WORK/agent-ro.log"; die "errors in the agent's log"; fi
 say "clean exit; log:"; sed 's/^/  /' "$WORK/agent-ro.log" | tail -n 15
 
 step "systemd-analyze verify (installed unit, systemd + man-db added to the root)"
@@ -367,10 +491,67 @@ in_ct systemctl stop xe-guest-agent
 [ "$(in_ct systemctl show xe-guest-agent -p Result --value)" = success ] || die "stop did not end in Result=success"
 [ "$(in_ct systemctl show xe-guest-agent -p NRestarts --value)" = 0 ] || die "the agent was restarted"
 in_ct journalctl -b -u xe-guest-agent --no-pager -o short | sed 's/^/  /' | tail -n 12
+
+step "under systemd: a broken config stops the unit, once, with its one-line reason (no restart loop)"
+printf 'minor_version = two\n' > "$R/etc/xe-guest-agent/bad.conf"
+printf '%s\n' '[Unit]' 'ConditionVirtualization=' '[Service]' 'ExecStart=' \
+    'ExecStart=/usr/bin/xe-guest-agent run --xenstore /run/xenstored/socket --config /etc/xe-guest-agent/bad.conf' \
+    > "$R/etc/systemd/system/xe-guest-agent.service.d/ci.conf"
+in_ct systemctl daemon-reload
+! in_ct systemctl start xe-guest-agent 2>/dev/null || die "systemctl start succeeded with a broken config"
+INV=$(in_ct systemctl show xe-guest-agent -p InvocationID --value)
+sleep 8   # RestartSec=5s: a restart would have happened by now
+in_ct systemctl show xe-guest-agent -p ActiveState -p Result -p ExecMainStatus -p NRestarts | tr '\n' ' '; echo
+[ "$(in_ct systemctl show xe-guest-agent -p ActiveState --value)" = failed ] || die "the unit is not failed after a config error"
+[ "$(in_ct systemctl show xe-guest-agent -p ExecMainStatus --value)" = 2 ] || die "the agent did not exit 2 on a config error"
+[ "$(in_ct systemctl show xe-guest-agent -p NRestarts --value)" = 0 ] || die "systemd restarted the agent after a config error (RestartPreventExitStatus=2)"
+[ "$(in_ct systemctl show xe-guest-agent -p InvocationID --value)" = "$INV" ] || die "a new invocation ran after the config error"
+in_ct journalctl -b --no-pager -o cat _SYSTEMD_UNIT=xe-guest-agent.service _SYSTEMD_INVOCATION_ID="$INV" > "$WORK/bad-conf.journal"
+sed 's/^/  agent: /' "$WORK/bad-conf.journal"
+[ "$(wc -l < "$WORK/bad-conf.journal")" = 1 ] || die "the agent logged $(wc -l < "$WORK/bad-conf.journal") lines for a config error, expected one"
+grep -q "bad.conf:1: minor_version" "$WORK/bad-conf.journal" || die "the journal line does not name the file, line and key"
+in_ct journalctl -b --no-pager -o cat -u xe-guest-agent | tail -n 3 | sed 's/^/  systemd: /'
+in_ct systemctl reset-failed xe-guest-agent
+rm "$R/etc/xe-guest-agent/bad.conf"
+say "failed once (exit 2), NRestarts=0 after 8 s, one journal line"
+
+step "under systemd: apt install over a running xe-guest-utilities replaces it in one step"
+# Back to today's agent, running: ours purged, the stand-in installed and started by its postinst.
+# The drop-in (condition lifted, test xenstored) stays, so ours really starts under systemd.
+printf '%s\n' '[Unit]' 'ConditionVirtualization=' '[Service]' 'ExecStart=' \
+    'ExecStart=/usr/bin/xe-guest-agent run --xenstore /run/xenstored/socket' \
+    > "$R/etc/systemd/system/xe-guest-agent.service.d/ci.conf"
+in_ct systemctl daemon-reload
+in_ct dpkg --purge xe-guest-agent > /dev/null
+xs_clear
+if [ -f "$STUB_DEB" ]; then
+    cp "$STUB_DEB" "$DEB" "$R/var/tmp/"   # the container's /tmp is its own tmpfs
+    in_ct dpkg -i "/var/tmp/$(basename "$STUB_DEB")" > /dev/null || die "dpkg -i of the stand-in failed under systemd"
+    in_ct systemctl is-active -q xe-linux-distribution || die "the stand-in's unit is not running"
+    OLDPID=$(in_ct systemctl show -p MainPID --value xe-linux-distribution)
+    say "before: xe-linux-distribution $(in_ct systemctl is-active xe-linux-distribution), pid $OLDPID (in the container)"
+    JOURNAL_FROM=$(in_ct journalctl -b --no-pager -o cat -n 1 --show-cursor | sed -n 's/^-- cursor: //p')
+    in_ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/var/tmp/$(basename "$DEB")" > "$WORK/ct-apt.log" 2>&1 \
+        || { tail -n 30 "$WORK/ct-apt.log"; die "apt install over the running stand-in failed"; }
+    grep -E '^(Removing|Setting up) (xe-guest-utilities|xe-guest-agent)' "$WORK/ct-apt.log" | sed 's/^/  /'
+    ! in_ct systemctl is-active -q xe-linux-distribution || die "xe-linux-distribution still runs"
+    in_ct sh -c "[ ! -e /proc/$OLDPID ] && ! grep -qs 'xe-daemo[n]' /proc/[0-9]*/cmdline" || die "the old agent's process is still alive"
+    in_ct systemctl is-active -q xe-guest-agent || die "xe-guest-agent is not running after the replacement"
+    check_published "$WORK/show.json" || die "after the replacement: XenStore does not hold what show printed"
+    in_ct journalctl -b --no-pager -o short-monotonic --after-cursor="$JOURNAL_FROM" _PID=1 \
+        | grep -E 'xe-linux-distribution|Xen guest agent' | sed 's/^/  /' | tee "$WORK/ct-order.txt"
+    STOPPED=$(grep -n 'Stopped xe-linux-distribution.service' "$WORK/ct-order.txt" | head -n 1 | cut -d: -f1 || true)
+    STARTING=$(grep -n 'Starting xe-guest-agent.service' "$WORK/ct-order.txt" | head -n 1 | cut -d: -f1 || true)
+    [ -n "$STOPPED" ] && [ -n "$STARTING" ] && [ "$STOPPED" -lt "$STARTING" ] \
+        || die "the old agent was not stopped before ours started"
+    say "after: xe-guest-utilities $(in_ct dpkg-query -W -f '${db:Status-Abbrev}' xe-guest-utilities 2>/dev/null || echo gone)," \
+        "xe-guest-agent $(in_ct systemctl is-active xe-guest-agent); old stopped (journal line $STOPPED) before ours started ($STARTING)"
+    in_ct systemctl stop xe-guest-agent
+fi
 kill -TERM "$NSPAWN"; wait_for 30 sh -c "! kill -0 $NSPAWN" || kill -KILL "$NSPAWN"; wait "$NSPAWN" 2>/dev/null || true
 rm -r "$R/etc/systemd/system/xe-guest-agent.service.d"
 
-step "rpm payload in the root (vendored pyxs + inotify_simple, no python3-pyxs)"
+step "rpm -U in the root: declared dependencies, obsoletes today's agent (stand-in xe-guest-utilities-latest)"
 root_apt dpkg --purge xe-guest-agent > /dev/null
 for f in /usr/share/xe-guest-agent /etc/xe-guest-agent /etc/systemd/system/multi-user.target.wants/xe-guest-agent.service \
          /var/lib/systemd/deb-systemd-helper-enabled/xe-guest-agent.service.dsh-also; do
@@ -378,18 +559,88 @@ for f in /usr/share/xe-guest-agent /etc/xe-guest-agent /etc/systemd/system/multi
 done
 say "dpkg --purge: no files, byte-code or enablement left"
 root_apt dpkg --purge python3-pyxs > /dev/null
-(cd "$R" && rpm2cpio "$TOP/$RPM" | cpio -idm --quiet) || die "cannot unpack the rpm"
+# make_stub_rpm NAME VERSION PROVIDES FILE...: a file-only noarch rpm; prints its path.
+make_stub_rpm() {
+    local name=$1 version=$2 provides=$3 top=$WORK/stub-rpm f; shift 3
+    mkdir -p "$top"
+    {
+        printf '%s\n' "Name: $name" "Version: $version" 'Release: 1' 'Summary: CI stand-in' 'License: none' 'BuildArch: noarch'
+        [ -z "$provides" ] || printf 'Provides: %s\n' "$provides"
+        printf '%s\n' '%description' 'CI stand-in.' '%install'
+        for f in "$@"; do printf 'mkdir -p %%{buildroot}%s && echo stub > %%{buildroot}%s\n' "$(dirname "$f")" "$f"; done
+        printf '%s\n' '%files' "$@"
+    } > "$top/$name.spec"
+    HOME=$top rpmbuild -bb --define "_topdir $top" "$top/$name.spec" > "$top/$name.log" 2>&1 || { tail -n 20 "$top/$name.log" >&2; return 1; }
+    echo "$top/RPMS/noarch/$name-$version-1.noarch.rpm"
+}
+# What EL8 gives the rpm (the rpm database of this root is otherwise empty): platform-python,
+# python3-click at the oldest version the rpm accepts, /bin/sh for the scriptlets. And the agent
+# EPEL ships today, with its files.
+EL8_BASE=$(make_stub_rpm ci-el8-base 8.10 "platform-python = 3.6.8, python3-click = $CLICK_OLDEST, /bin/sh") || die "stub rpm build failed"
+XGUL=$(make_stub_rpm xe-guest-utilities-latest 8.3.1 "" /usr/sbin/xe-daemon /usr/lib/systemd/system/xe-linux-distribution.service) \
+    || die "stub rpm build failed"
+root_rpm() { rpm --root "$R" --dbpath /var/lib/rpm "$@" 2> >(grep -v -e 'use Alien instead' -e 'you know what you are doing' >&2); }
+root_rpm --initdb
+root_rpm -i "$XGUL" || die "rpm -i of the stand-in xe-guest-utilities-latest failed"
+# Without what it declares, rpm refuses it: its Requires are real.
+if root_rpm -U --test "$TOP/$RPM" > "$WORK/rpm-nodeps.log" 2>&1; then die "rpm accepted the package with no python and no click"; fi
+sed 's/^/  /' "$WORK/rpm-nodeps.log"
+root_rpm -i "$EL8_BASE" || die "rpm -i of the EL8 stand-in failed"
+root_rpm -Uvh "$TOP/$RPM" 2>&1 | tee "$WORK/rpm-U.log" || die "rpm -U of the package failed"
+root_rpm -qa --qf '  %{NAME}-%{VERSION}-%{RELEASE}\n' | sort
+! root_rpm -q xe-guest-utilities-latest > /dev/null || die "rpm -U did not obsolete xe-guest-utilities-latest"
+for f in /usr/sbin/xe-daemon /usr/lib/systemd/system/xe-linux-distribution.service; do [ ! -e "$R$f" ] || die "$f is still there"; done
+if root_rpm -i "$XGUL" > "$WORK/xgul-again.log" 2>&1; then die "rpm installed xe-guest-utilities-latest next to xe-guest-agent"; fi
+sed 's/^/  /' "$WORK/xgul-again.log"
+[ -L "$R/etc/systemd/system/multi-user.target.wants/xe-guest-agent.service" ] || die "%post (preset) did not enable the unit"
+root_rpm -V xe-guest-agent || die "rpm -V: installed files differ from the package"
+say "rpm -U: xe-guest-utilities-latest obsoleted in the same transaction, refused afterwards; enabled by the preset"
+
+step "rpm payload on Python 3.6 with only click $CLICK_OLDEST (EL8's platform-python path)"
+[ -x "$PY36" ] || die "no Python 3.6 at $PY36 (set PY36)"
+PY36_PREFIX=$("$PY36" -c 'import sys; print(sys.base_prefix)')
+# A venv with nothing but click (no pip, no setuptools, not the interpreter's own site-packages),
+# standing in for EL8's /usr/libexec/platform-python + python3-click; the launcher must pick it.
+rm -rf "$R/opt/py36"
+"$PY36" -m venv --copies --without-pip "$R/opt/py36" || die "cannot make a Python 3.6 venv"
+PY36_SITE=$R/opt/py36/lib/python3.6/site-packages
+"$PY36" -m pip install -q --disable-pip-version-check --no-deps --target "$PY36_SITE" "click==$CLICK_OLDEST" \
+    || die "pip install click==$CLICK_OLDEST failed"
+# A wrapper, not a symlink: Python 3.6 finds its venv from the executable's own path.
+mkdir -p "$R/usr/libexec"; printf '%s\n' '#!/bin/sh' 'exec /opt/py36/bin/python3 "$@"' > "$R/usr/libexec/platform-python"
+chmod 0755 "$R/usr/libexec/platform-python"
+ROOT_BIND=$PY36_PREFIX
+OUT=$(in_root rw "" /usr/libexec/platform-python -c 'import sys, os, click; sp = [p for p in sys.path if p.endswith("site-packages")]
+print(sys.version.split()[0], "click", click.__version__, "site-packages:", sp, sorted(os.listdir(sp[0])))') \
+    || die "the 3.6 venv does not run in the root"
+say "$OUT"
+case $OUT in "3.6."*"click $CLICK_OLDEST "*"['click', 'click-$CLICK_OLDEST.dist-info']") ;; *) die "the 3.6 venv is not Python 3.6 with only click $CLICK_OLDEST" ;; esac
+OUT=$(in_root rw "" xe-guest-agent --version) || die "rpm payload on 3.6: --version failed"
+[ "$OUT" = "xe-guest-agent $VERSION" ] || die "rpm payload on 3.6: --version says '$OUT'"
+say "$OUT"
+in_root rw "" xe-guest-agent show || die "rpm payload on 3.6: show failed"
+in_root rw "" xe-guest-agent show --json > "$WORK/show36.json" || die "rpm payload on 3.6: show --json failed"
+same_show "$WORK/show.json" "$WORK/show36.json" || die "show on 3.6 differs from show on the deb (3.11)"
+start_agent py36 rw
+EXE=$(readlink "/proc/$APID/exe"); say "agent pid $APID runs ${EXE#"$R"}"
+[ "${EXE#"$R"}" = /opt/py36/bin/python3 ] || die "the launcher did not pick /usr/libexec/platform-python (runs $EXE)"
+flag_roundtrip
+xs rm "$HOME_XS/attr/PVAddons/MajorVersion"
+wait_for 10 xs read "$HOME_XS/attr/PVAddons/MajorVersion" || die "rpm payload on 3.6: a removed key was not repaired"
+in_root rw "" xe-guest-agent status --xenstore /run/xenstored/socket > /dev/null || die "rpm payload on 3.6: status failed"
+stop_agent
+say "Python 3.6 + click $CLICK_OLDEST: --version, show (= the deb's), publish, flag file, repair, status, clean SIGTERM"
+ROOT_BIND=""
+rm "$R/usr/libexec/platform-python"
+
+step "rpm payload on the root's python3 (3.11, Debian's click 8.1: the EL9/SUSE path), no python3-pyxs"
 OUT=$(in_root rw "" python3 -c 'import sys; sys.path[0] = "/usr/share/xe-guest-agent"
 import pyxs, inotify_simple; print(pyxs.__file__, inotify_simple.__file__)') || die "vendored modules do not import"
 say "$OUT"
 OUT=$(in_root rw "" xe-guest-agent --version) && [ "$OUT" = "xe-guest-agent $VERSION" ] || die "rpm payload: --version failed"
-xs_clear
-in_root rw "$WORK/agent-rpm.pid" xe-guest-agent run --xenstore /run/xenstored/socket > "$WORK/agent-rpm.log" 2>&1 &
-AGENT_JOB=$!; PIDS+=($AGENT_JOB)
-wait_for 15 xs read "$HOME_XS/data/updated" || { cat "$WORK/agent-rpm.log"; die "rpm payload: nothing published"; }
-check_published "$WORK/show.json" || { cat "$WORK/agent-rpm.log"; die "rpm payload: XenStore does not hold what show printed"; }
-kill -TERM "$(cat "$WORK/agent-rpm.pid")"; RC=0; wait "$AGENT_JOB" || RC=$?
-[ $RC -eq 0 ] || { cat "$WORK/agent-rpm.log"; die "rpm payload: agent exited $RC"; }
+start_agent rpm311 rw
+EXE=$(readlink "/proc/$APID/exe"); say "agent runs ${EXE#"$R"}"
+stop_agent
 say "rpm payload publishes with its vendored pyxs"
 
 step "summary"
