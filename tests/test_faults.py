@@ -279,6 +279,23 @@ def test_node_quota_exhausted_the_rest_still_published(guest, xenstored, run_age
     assert agent.alive()
 
 
+def test_a_refusal_names_its_request_then_the_agent_goes_on(guest, xenstored, run_agent, flag, workdir):
+    """Seen on a real host: `publishing failed (EINVAL)` once per boot, naming nothing. Every
+    refusal now names the operation and the path; the agent retries and publishes."""
+    from pyxs._internal import Op
+    refused = []
+
+    def once(op, payload):
+        if op == Op.DIRECTORY and payload.startswith(b"attr/vif\0") and not refused:
+            refused.append(payload)
+            return "EINVAL"
+    guest.bridge.refuse = once
+    agent = run_agent(guest.device)
+    wait_tree(xenstored, guest, expected(workdir, flag), timeout=5)
+    log = clean(agent.log())
+    assert "publishing failed: xenstore answered EINVAL to DIRECTORY attr/vif; retrying" in log, log
+
+
 def test_e2big_on_one_key_the_rest_published_no_retry(guest, xenstored, run_agent, flag, workdir):
     """oxenstored (and the kernel, for a message over its buffer) answer E2BIG: injected at the
     device for data/os_name. Logged once, everything else published, and the same value is not
@@ -592,6 +609,27 @@ def test_sigterm_while_a_request_hangs_on_a_stopped_xenstored(guest, xenstored, 
         stop_within_a_second(agent)
     finally:
         xenstored.proc.send_signal(signal.SIGCONT)
+
+
+def test_first_request_of_a_connection_is_a_bounded_read(guest, xenstored, run_agent, legacy):
+    """Linux registers a watch synchronously: the agent's write() of a WATCH blocks, in D state,
+    until xenstored answers. So every connection starts with a read (asynchronous, bounded by the
+    agent's time-out): a xenstored not answering yet costs retries, never a hung agent. The pty
+    cannot block a write, so this is pinned on the wire: with xenstored stopped, the agent sends
+    reads only, again and again, and publishes once xenstored goes on."""
+    from pyxs._internal import Op
+    xenstored.proc.send_signal(signal.SIGSTOP)
+    try:
+        agent = run_agent(guest.device)
+        deadline = time.monotonic() + 10
+        while guest.bridge.ops.count(Op.READ) < 4:   # two connections at least (2 identity reads each)
+            assert time.monotonic() < deadline and agent.alive(), agent.log()
+            time.sleep(0.05)
+        assert Op.WATCH not in guest.bridge.ops, guest.bridge.ops
+    finally:
+        xenstored.proc.send_signal(signal.SIGCONT)
+    legacy.wait_for(published, timeout=10, what="the keys once xenstored answers")
+    assert agent.alive()
 
 
 def test_sigterm_at_start_with_xenstored_hung(guest, xenstored, run_agent):

@@ -111,6 +111,10 @@ class Agent:
     def connect(self):
         log.debug("connecting to %s", self.xs.path)
         self.xs.connect()
+        # Linux registers a watch synchronously: the write() blocks, uninterruptibly, until
+        # xenstored answers. Reads are asynchronous and so bounded: one read first, so that a
+        # xenstored not answering yet costs a time-out and a retry, not a hung agent.
+        self.xs.read_many(list(schema.IDENTITY))
         self.xs.watch(schema.WATCHED, TOKEN)
         self.xs.events.clear()   # the firing every new watch does: we are about to read everything
         self.dirty.clear()
@@ -323,7 +327,7 @@ class Agent:
             # A failure that is neither a lost connection nor one key's problem: try again later.
             if ("publish", errname(e)) not in self.reported:
                 self.reported.add(("publish", errname(e)))
-                log.warning("publishing failed (%s); retrying", errname(e))
+                log.warning("publishing failed: xenstore answered %s; retrying", e)
             self._schedule_retry()
             return
         if not self.ready and self.xs.connected:

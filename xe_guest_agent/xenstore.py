@@ -33,10 +33,23 @@ class Lost(Exception):
     """The connection is gone (closed, reset, or a reply did not come in time)."""
 
 
+class Refused(PyXSError):
+    """An error reply from XenStore (or the kernel's device), naming the request it answers."""
+
+    def __init__(self, code, op, payload):
+        super().__init__(code, os.strerror(code) if code else "unknown error")
+        path = payload.split(NUL, 1)[0].decode("ascii", "replace")
+        self.request = Op._fields[op] + (" " + path if path and op != Op.TRANSACTION_END else "")
+
+    def __str__(self):
+        return "%s to %s" % (errno.errorcode.get(self.args[0], "error %s" % self.args[0]), self.request)
+
+
 def errname(exc):
     """'EACCES' for a PyXSError(13, ...), else the exception's text."""
     code = exc.args[0] if exc.args else None
-    return errno.errorcode.get(code, str(exc)) if isinstance(code, int) else str(exc)
+    name = errno.errorcode.get(code) if isinstance(code, int) else None
+    return name or str(exc)
 
 
 def default_path(environ=os.environ):
@@ -166,11 +179,13 @@ class XenStore:
             raise Lost("not connected")
         deadline = _now() + self.timeout
         ids, messages = [], []
+        asked = {}
         for op, payload, tx in requests:
             self._rq = (self._rq + 1) & 0x7FFFFFFF
             packet = Packet(op, payload, self._rq, tx)   # validates op and the 4096-byte limit
             messages.append(HEADER.pack(packet.op, packet.rq_id, packet.tx_id, packet.size) + payload)
             ids.append(self._rq)
+            asked[self._rq] = (op, payload)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("> %s", _describe(op, self._rq, tx, payload))
         if isinstance(self._conn, socket.socket):
@@ -186,7 +201,7 @@ class XenStore:
                 self._wait(select.POLLIN, deadline)
                 self.pump()
             rop, body = self._replies.pop(rq)
-            results.append(error(body.rstrip(NUL)) if rop == Op.ERROR else body)
+            results.append(Refused(error(body.rstrip(NUL)).args[0], *asked[rq]) if rop == Op.ERROR else body)
         return results
 
     # -- operations -------------------------------------------------------------------------

@@ -169,6 +169,7 @@ class PtyBridge:
         self.bytes_in = 0     # agent -> xenstored, for the benchmark's accounting
         self.refuse = None    # fault injection: refuse(op, payload) -> errno name or None
         self.refused = []     # (op, payload) of the requests refused that way
+        self.ops = []         # the op of every request from the agent, in order
         self.injected = bytearray()   # error replies made up here, not yet passed on
         self.retired = []     # rings of domains the guest has left (closed in close())
         self.busy = {}        # request id -> (op, tx, since): the agent's requests not answered yet
@@ -212,6 +213,7 @@ class PtyBridge:
         self.up += data
         forward = bytearray()
         for op, rq, tx, payload in _frames(self.up):
+            self.ops.append(op)
             parts = tuple(payload.split(NUL)[:2])
             if op == Op.WATCH:
                 self.watches.add(parts)

@@ -1,0 +1,611 @@
+#!/usr/bin/python3
+"""Runs in dom0 of the real Xen host (from the payload disk at /xenbed): boots the guest that runs
+the packaged agent under systemd, drives it through everything a host does to a guest, and judges
+each step from dom0 only (xenstore-ls/xenstore-watch, and the host model of tests/hostmodel.py
+reading through dom0's xenstored socket).
+
+Prints 'CHECK PASS|FAIL name: detail' per check, 'TIMING name value' per figure, and last
+'N passed, N failed'. Everything it saw goes to /root/results, written as a tar onto /dev/vdd.
+
+XENBED_MODE (kernel command line xenbed.mode=): test (the scenarios), demo (the host's view, the
+flag flipped, the view again), boots (boot the guest N times, xenbed.boots=N, and time each).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pexpect
+
+sys.path.insert(0, "/xenbed/py")   # pyxs and the host model, from the project
+from tests import hostmodel   # noqa: E402
+
+RES = "/root/results"
+os.makedirs(RES, exist_ok=True)
+T0 = time.time()
+CFG = "/xenbed/domu.cfg"
+NAME = "agentvm"
+SOCKET = "/run/xenstored/socket"
+CMDLINE = open("/proc/cmdline").read().split()
+ARGS = dict(a.split("=", 1)[0:2] for a in CMDLINE if a.startswith("xenbed.") and "=" in a)
+MODE = ARGS.get("xenbed.mode", "test")
+results = []
+timings = {}
+# What the agent owns, as dom0 reads it: the keys that must all come back after a restore.
+VOLATILE = ("data/updated", "data/meminfo_free", "data/meminfo_total")
+# Signs on the guest's console that the emulator broke the guest (QEMU TCG), not the agent.
+BED_FAULT = re.compile(r"segfault at|Kernel panic|general protection fault|BUG: |Oops|invalid opcode")
+
+
+def log(msg):
+    print("[xenbed %7.1fs] %s" % (time.time() - T0, msg), flush=True)
+
+
+def sh(cmd, timeout=300):
+    try:
+        p = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           universal_newlines=True, timeout=timeout)
+        return p.returncode, p.stdout
+    except subprocess.TimeoutExpired as e:
+        return 124, "timeout: %s" % e
+
+
+def save(name, text):
+    with open(os.path.join(RES, name), "w") as f:
+        f.write(text)
+
+
+def check(name, ok, detail=""):
+    results.append({"name": name, "ok": bool(ok), "detail": str(detail)})
+    log("CHECK %s %s: %s" % ("PASS" if ok else "FAIL", name, str(detail)[:600]))
+    return ok
+
+
+def timing(name, value):
+    timings[name] = value
+    log("TIMING %s %s" % (name, json.dumps(value)))
+
+
+def xsread(path):
+    rc, out = sh("xenstore-read %s" % path, timeout=30)
+    return out.strip() if rc == 0 else None
+
+
+def xsls(domid):
+    return sh("xenstore-ls -fp /local/domain/%s" % domid, timeout=60)[1]
+
+
+def guest_keys(domid):
+    """{relative path: value} under the guest's home, as dom0 reads it."""
+    rc, out = sh("xenstore-ls -f /local/domain/%s" % domid, timeout=60)
+    keys, pre = {}, "/local/domain/%s/" % domid
+    for line in out.splitlines():
+        m = re.match(r'^(\S+) = "(.*)"$', line)
+        if m and m.group(1).startswith(pre):
+            keys[m.group(1)[len(pre):]] = m.group(2)
+    return keys
+
+
+def agent_keys(domid):
+    """The agent's own keys (data/*, attr/*), less those that move on their own."""
+    return {k: v for k, v in guest_keys(domid).items()
+            if k.startswith(("data/", "attr/")) and v != "" and k not in VOLATILE}
+
+
+def wait_keys(domid, want, since, timeout):
+    """Seconds from `since` until dom0 reads exactly `want` as the agent's keys; None on timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if agent_keys(domid) == want:
+            return round(time.time() - since, 2)
+        time.sleep(0.2)
+    return None
+
+
+def host_view(domid):
+    """What xenopsd makes of the guest's tree now (tests/hostmodel.py, reading as dom0)."""
+    r = hostmodel.CurrentReader(SOCKET, int(domid))
+    try:
+        return r.view
+    finally:
+        r.close()
+
+
+class Watch:
+    """xenstore-watch PATH in the background; every event stamped with dom0's clock."""
+
+    def __init__(self, path):
+        self.events = []
+        self.p = subprocess.Popen(["stdbuf", "-oL", "xenstore-watch", path], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, universal_newlines=True, bufsize=1)
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.time() + 10
+        while not self.events and time.time() < deadline:   # the first event: registered
+            time.sleep(0.01)
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.events.append((time.time(), line.strip()))
+
+    def wait(self, cond, since, timeout, path=None):
+        """dom0's time of the first event after `since` (on a path `path` accepts) after which
+        cond() holds; None on timeout."""
+        deadline = time.time() + timeout
+        i = 0
+        while time.time() < deadline:
+            while i < len(self.events):
+                t, p = self.events[i]
+                i += 1
+                p = p.split()[0] if p else p
+                if t >= since and (path is None or path(p)) and cond():
+                    return t
+            time.sleep(0.01)
+        return None
+
+    def close(self):
+        self.p.kill()
+        self.p.wait()
+
+
+class Console:
+    """The guest's hvc0 through `xl console`: an autologin root shell, prompt XBPROMPT#, no echo."""
+
+    def __init__(self, dom):
+        self.n = 0
+        self.p = pexpect.spawn("xl", ["console", str(dom)], encoding="utf-8", codec_errors="replace", timeout=60)
+        self.p.logfile_read = open(os.path.join(RES, "domu-console.log"), "a")
+
+    def wait_shell(self, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.p.send("\r")
+            i = self.p.expect(["XBPROMPT# ", "login: ", pexpect.TIMEOUT, pexpect.EOF], timeout=5)
+            if i == 0:
+                return self.run("stty -echo; echo ok", timeout=30)[1].strip().endswith("ok")
+            if i == 3:
+                return False
+        return False
+
+    def send(self, cmd):
+        self.p.send(cmd + "\r")
+
+    def run(self, cmd, timeout=120):
+        self.n += 1
+        tok = "XBEND%d" % self.n
+        # The marker is split in the command so that an echoed command never matches it.
+        self.p.send("%s; echo \"XBE\"\"ND%d rc=$?\"\r" % (cmd, self.n))
+        try:
+            self.p.expect(r"%s rc=(\d+)" % tok, timeout=timeout)
+        except pexpect.TIMEOUT:
+            return 124, self.p.before.replace("\r", "").replace("XBPROMPT# ", "")
+        out = self.p.before.replace("\r", "").replace("XBPROMPT# ", "")
+        return int(self.p.match.group(1)), out
+
+    def close(self):
+        try:
+            self.p.sendcontrol("]")
+            self.p.close(force=True)
+        except Exception:
+            pass
+
+
+def domid_of(name=NAME):
+    rc, out = sh("xl domid %s" % name)
+    return out.strip() if rc == 0 else None
+
+
+def console_log():
+    try:
+        with open("/var/log/xen/console/guest-%s.log" % NAME, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def boot(cfg, label, timeout=420, tries=3):
+    """Create the guest paused, unpause it, and wait for the agent's first data/updated.
+    Returns (domid, seconds) or (domid, None). A boot that the emulator broke (the guest's console
+    shows a crash of the kernel or of systemd) is retried: that is the bed, not the agent."""
+    for attempt in range(1, tries + 1):
+        sh("xl destroy %s 2>/dev/null" % NAME)
+        console_mark = len(console_log())
+        rc, out = sh("xl create -p %s" % cfg)
+        if rc != 0:
+            check("%s: xl create -p" % label, False, out.strip()[-300:])
+            return None, None
+        dom = domid_of()
+        home = "/local/domain/%s" % dom
+        w = Watch(home + "/data/updated")
+        t = time.time()
+        sh("xl unpause %s" % NAME)
+        te = None
+        while te is None and time.time() < t + timeout:
+            te = w.wait(lambda: xsread(home + "/data/updated") is not None, t, 5)
+            fault = BED_FAULT.search(console_log()[console_mark:])
+            if te is None and fault:
+                break
+        w.close()
+        if te is not None:
+            log("%s: domid %s, first publish %.1f s after unpause (attempt %d)" % (label, dom, te - t, attempt))
+            return dom, round(te - t, 2)
+        text = console_log()[console_mark:]
+        save("console-%s-%d.txt" % (label.replace(" ", "-"), attempt), text)
+        fault = BED_FAULT.search(text)
+        if fault and attempt < tries:
+            log("%s: the emulator broke this boot (%r on the console): booting again" % (label, fault.group(0)))
+            timings.setdefault("bed_faults", []).append("%s: %s" % (label, fault.group(0)))
+            continue
+        save("xs-%s-unpublished.txt" % label.replace(" ", "-"), xsls(dom))
+        con = Console(dom)
+        if con.wait_shell(120):
+            save("domu-%s-unpublished.txt" % label.replace(" ", "-"), con.run(
+                "systemctl status xe-guest-agent --no-pager -l; journalctl -b -u xe-guest-agent --no-pager "
+                "-o short-precise | tail -80; ls -l /dev/xen", timeout=120)[1])
+        con.close()
+        return dom, None
+    return None, None
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+
+def host_facts():
+    for i in range(120):
+        if xsread("/local/domain/0/name") is not None and sh("pgrep -x xenconsoled")[0] == 0:
+            break
+        if i == 10:
+            log("xen services not up yet, starting xen.service")
+            sh("systemctl start xen")
+        time.sleep(1)
+    # The guest's console in a file, to tell a broken boot from a broken agent.
+    sh("pkill -x xenconsoled; sleep 0.5; mkdir -p /var/log/xen/console; "
+       "/usr/lib/xen-4.17/bin/xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console")
+    rc, info = sh("xl info")
+    save("xl-info.txt", info)
+    check("xl info", rc == 0 and "xen_version" in info,
+          " ".join(l.strip() for l in info.splitlines() if re.match(r"(xen_version|xen_caps|total_memory|nr_cpus)\b", l)))
+    daemon = sh("ps -eo args | grep -E '[x]enstored' | head -1")[1].strip()
+    want = "bin/xenstored" if ARGS.get("xenbed.xenstored") == "c" else "oxenstored"
+    check("xenstored is %s" % want, want in daemon, daemon)
+    timings["xenstored"] = daemon
+    sh("ip link add xenbr0 type bridge 2>/dev/null; ip link set xenbr0 up")   # no uplink: nothing leaves dom0
+    return want
+
+
+GUEST = {
+    "hyp_type": "cat /sys/hypervisor/type",
+    "detect_virt": "systemd-detect-virt",
+    "uname": "uname -r",
+    "meminfo": "head -3 /proc/meminfo",
+    "ifaces": "for i in /sys/class/net/*; do echo \"$(basename $i) $(cat $i/device/nodename 2>/dev/null)\"; done",
+    "unit_show": "systemctl show xe-guest-agent -p ActiveState -p SubState -p MainPID -p NRestarts -p Result",
+    "fds": "P=$(systemctl show -p MainPID --value xe-guest-agent); ls -l /proc/$P/fd; grep -E 'CapEff|NoNewPrivs|Seccomp' /proc/$P/status",
+    "unit_diff": "systemctl cat xe-guest-agent --no-pager | grep -c '^# /'",
+    "agent_status": "xe-guest-agent status",
+    "version": "xe-guest-agent --version; dpkg-query -W xe-guest-agent python3-pyxs python3-click",
+}
+
+
+def guest_checks(dom, con):
+    g = {k: con.run(c, timeout=120)[1].strip() for k, c in GUEST.items()}
+    save("domu-facts.json", json.dumps(g, indent=1))
+    check("unit active (running), never restarted", "ActiveState=active" in g["unit_show"]
+          and "NRestarts=0" in g["unit_show"], g["unit_show"].replace("\n", " "))
+    check("the agent holds /dev/xen/xenbus under the shipped unit's sandbox",
+          "/dev/xen/xenbus" in g["fds"] and re.search(r"CapEff:\s+0+\b", g["fds"]) and "Seccomp:\t2" in g["fds"],
+          g["fds"][-300:])
+    check("the unit runs as shipped (no drop-in)", g["unit_diff"].splitlines()[0].strip() == "1", g["unit_diff"])
+    log("guest: %s; %s" % (g["version"].replace("\n", "; "), g["uname"]))
+    return g
+
+
+def keys_at_boot(dom, g):
+    keys = guest_keys(dom)
+    save("xs-boot.json", json.dumps(keys, indent=1, sort_keys=True))
+    exp = {"attr/PVAddons/MajorVersion": "1", "attr/PVAddons/MinorVersion": "0",
+           "attr/PVAddons/MicroVersion": "0", "attr/PVAddons/BuildVersion": "0",
+           "attr/PVAddons/Installed": "1", "data/os_distro": "debian", "data/os_majorver": "12",
+           "data/os_name": "Debian GNU/Linux 12 (bookworm)", "attr/vif/0/ipv4/0": "192.0.2.10",
+           "data/os_uname": g["uname"].splitlines()[-1]}
+    bad = {k: (keys.get(k), v) for k, v in exp.items() if keys.get(k) != v}
+    check("keys at boot", not bad, bad or "%d keys" % len(exp))
+    mt = re.search(r"MemTotal:\s+(\d+)", g["meminfo"])
+    check("data/meminfo_total is the guest's MemTotal", mt and keys.get("data/meminfo_total") == mt.group(1),
+          "%s vs %s" % (keys.get("data/meminfo_total"), mt and mt.group(1)))
+    check("no NotUpgradable without the flag file", "attr/PVAddons/NotUpgradable" not in keys)
+    view = host_view(dom)
+    save("host-view-boot.json", json.dumps(view, indent=1, sort_keys=True, default=str))
+    check("the host model sees the PV drivers, the OS and the VIF",
+          view.get("pv_drivers_version") and view.get("os_version") and view.get("networks"), view)
+
+
+def flag(dom, con, label="flag", rounds=3):
+    """Created, removed, atomically replaced (rename over it): each seen in dom0."""
+    home = "/local/domain/%s" % dom
+    nu = home + "/attr/PVAddons/NotUpgradable"
+    w = Watch(home + "/attr/PVAddons")
+    on, off, repl = [], [], []
+    try:
+        for _ in range(rounds):
+            t = time.time()
+            con.send("touch /etc/pv-drivers-not-upgradable")
+            te = w.wait(lambda: xsread(nu) == "1", t, 30, path=lambda p: p == nu)
+            on.append(round(te - t, 3) if te else None)
+            con.run("true")
+            t = time.time()
+            con.send("echo new > /etc/pv-drivers-not-upgradable.tmp && mv /etc/pv-drivers-not-upgradable.tmp /etc/pv-drivers-not-upgradable")
+            te = w.wait(lambda: True, t, 2, path=lambda p: p == nu)   # nothing should happen
+            repl.append(te is None and xsread(nu) == "1")
+            con.run("true")
+            t = time.time()
+            con.send("rm -f /etc/pv-drivers-not-upgradable")
+            te = w.wait(lambda: xsread(nu) is None, t, 30, path=lambda p: nu.startswith(p))
+            off.append(round(te - t, 3) if te else None)
+            con.run("true")
+    finally:
+        w.close()
+    timing("%s_create_to_dom0_s" % label, on)
+    timing("%s_remove_to_dom0_s" % label, off)
+    check("%s: created -> NotUpgradable = 1 in dom0" % label, all(x is not None for x in on), on)
+    check("%s: atomically replaced -> still 1, no flap" % label, all(repl), repl)
+    check("%s: removed -> NotUpgradable gone" % label, all(x is not None for x in off), off)
+
+
+def addresses(dom, con, ifname):
+    home = "/local/domain/%s" % dom
+    w = Watch(home + "/attr/vif")
+    k4 = home + "/attr/vif/0/ipv4/1"
+    got = {}
+    try:
+        for name, cmd, cond, path in (
+                ("ipv4_add", "ip addr add 192.0.2.11/24 dev %s" % ifname, lambda: xsread(k4) == "192.0.2.11", lambda p: p == k4),
+                ("ipv4_del", "ip addr del 192.0.2.11/24 dev %s" % ifname, lambda: xsread(k4) is None, lambda p: k4.startswith(p)),
+                ("ipv6_add", "ip -6 addr add 2001:db8::10/64 dev %s nodad" % ifname,
+                 lambda: "2001:db8::10" in sh("xenstore-ls -f %s/attr/vif/0" % home)[1], lambda p: "/ipv6" in p),
+                ("ipv6_del", "ip -6 addr del 2001:db8::10/64 dev %s" % ifname,
+                 lambda: "2001:db8::10" not in sh("xenstore-ls -f %s/attr/vif/0" % home)[1], lambda p: "/ipv6" in p or p.endswith("/0"))):
+            t = time.time()
+            con.send(cmd)
+            te = w.wait(cond, t, 30, path=path)
+            got[name] = round(te - t, 3) if te else None
+            con.run("true")
+    finally:
+        w.close()
+    timing("address_to_dom0_s", got)
+    check("ip addr add/del (IPv4, IPv6) on the real VIF -> attr/vif/0 in dom0", all(v is not None for v in got.values()), got)
+
+
+def vif_hotplug(dom, con):
+    home = "/local/domain/%s" % dom
+    t = time.time()
+    rc, out = sh("xl network-attach %s mac=00:16:3e:5a:00:02 bridge=xenbr0" % NAME)
+    if not check("xl network-attach", rc == 0, out.strip()[-200:]):
+        return
+    devid = None
+    deadline = time.time() + 60
+    while time.time() < deadline and devid is None:
+        devid = next((k.split("/")[2] for k in guest_keys(dom) if re.match(r"attr/vif/[1-9]\d*/ipv4/0$", k)), None)
+        time.sleep(0.3)
+    timing("vif_attach_to_address_in_dom0_s", round(time.time() - t, 2) if devid else None)
+    check("hot-plugged VIF -> its address under attr/vif/<devid>", devid is not None,
+          "devid %s: %s" % (devid, {k: v for k, v in guest_keys(dom).items() if k.startswith("attr/vif/")}))
+    if devid is None:
+        return
+    t = time.time()
+    rc, out = sh("xl network-detach %s %s" % (NAME, devid))
+    gone = None
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if not any(k.startswith("attr/vif/%s/" % devid) for k in guest_keys(dom)):
+            gone = round(time.time() - t, 2)
+            break
+        time.sleep(0.3)
+    timing("vif_detach_to_keys_gone_s", gone)
+    check("xl network-detach -> attr/vif/%s removed" % devid, rc == 0 and gone is not None, out.strip()[-200:])
+
+
+def save_restore(dom, label):
+    """xl save + xl restore: a new domain with a fresh home and no unique-domain-id (xl)."""
+    want = agent_keys(dom)
+    t = time.time()
+    rc, out = sh("xl save %s /root/agentvm.chk" % NAME, timeout=600)
+    timing("%s_xl_save_s" % label, round(time.time() - t, 1))
+    if not check("%s: xl save" % label, rc == 0, out.strip()[-300:]):
+        return dom
+    rc, out = sh("xl restore -p /root/agentvm.chk", timeout=600)
+    os.unlink("/root/agentvm.chk")
+    if not check("%s: xl restore -p" % label, rc == 0, out.strip()[-300:]):
+        return domid_of() or dom
+    new = domid_of()
+    save("xs-%s-paused.txt" % label, xsls(new))
+    t = time.time()
+    sh("xl unpause %s" % NAME)
+    took = wait_keys(new, want, t, 150)
+    save("xs-%s.txt" % label, xsls(new))
+    timing("%s_unpause_to_complete_view_s" % label, took)
+    missing = {k: v for k, v in want.items() if agent_keys(new).get(k) != v}
+    check("%s: every key back, complete view within 1 s of the guest running (domid %s -> %s)"
+          % (label, dom, new), took is not None and took <= 1.0, took if took is not None else "missing %s" % missing)
+    return new
+
+
+def memset_start(dom):
+    before = xsread("/local/domain/%s/data/meminfo_total" % dom)
+    sh("xl mem-set %s 384m" % NAME)
+    return before, time.time()
+
+
+def memset_check(dom, before, t):
+    """meminfo_total follows the balloon at the agent's next memory look (60 s timer)."""
+    path = "/local/domain/%s/data/meminfo_total" % dom
+    deadline = t + 100
+    after = xsread(path)
+    while after in (None, before) and time.time() < deadline:
+        time.sleep(1)
+        after = xsread(path)
+    took = round(time.time() - t, 1) if after not in (None, before) else None
+    timing("memset_to_meminfo_total_s", took)
+    check("xl mem-set 384m -> data/meminfo_total moves", took is not None, "%s -> %s" % (before, after))
+    sh("xl mem-set %s 512m" % NAME)
+
+
+def vif0_name(g):
+    for line in g["ifaces"].splitlines():
+        p = line.split()
+        if len(p) >= 2 and p[1] == "device/vif/0":
+            return p[0]
+    return "enX0"
+
+
+def journal_clean(con, label):
+    rc, out = con.run("journalctl -u xe-guest-agent --no-pager -p warning -o short-precise | grep -v '^-- ' ", timeout=120)
+    save("journal-warnings-%s.txt" % label, out)
+    lines = [l for l in out.splitlines() if l.strip() and "No entries" not in l]
+    check("%s: nothing at warning or above in the unit's journal" % label, not lines, "\n".join(lines[-10:]))
+    save("journal-%s.txt" % label, con.run("journalctl -u xe-guest-agent --no-pager -o short-precise | tail -300", timeout=120)[1])
+
+
+def pvh_migration():
+    cfg = "/root/domu-pvh.cfg"
+    open(cfg, "w").write(open(CFG).read().replace('type = "pv"', 'type = "pvh"'))
+    dom, took = boot(cfg, "PVH boot")
+    timing("pvh_boot_to_first_publish_s", took)
+    if not check("PVH: the agent published after boot", took is not None, took):
+        return
+    time.sleep(2)
+    want = agent_keys(dom)
+    t = time.time()
+    rc, out = sh("xl migrate -s '' -p %s 'xl migrate-receive'" % NAME, timeout=900)
+    timing("pvh_xl_migrate_s", round(time.time() - t, 1))
+    if not check("PVH: xl migrate (localhost, live)", rc == 0, out.strip()[-400:]):
+        return
+    new = domid_of()
+    t = time.time()
+    sh("xl unpause %s" % NAME)
+    took = wait_keys(new, want, t, 150)
+    save("xs-pvh-migrated.txt", xsls(new))
+    timing("pvh_migrate_unpause_to_complete_view_s", took)
+    missing = {k: v for k, v in want.items() if agent_keys(new).get(k) != v}
+    check("PVH: every key back after live migration, within 1 s (domid %s -> %s)" % (dom, new),
+          took is not None and took <= 1.0, took if took is not None else "missing %s" % missing)
+    con = Console(new)
+    if con.wait_shell(180):
+        flag(new, con, "PVH flag after migration", rounds=1)
+        journal_clean(con, "PVH")
+    con.close()
+    sh("xl destroy %s" % NAME)
+
+
+def test():
+    host_facts()
+    dom, took = boot(CFG, "boot")
+    timing("boot_to_first_publish_s", took)
+    if not check("the agent published data/updated after the guest's boot", took is not None, took):
+        return
+    con = Console(dom)
+    if not check("guest shell on hvc0", con.wait_shell(300)):
+        return
+    time.sleep(1)
+    g = guest_checks(dom, con)
+    keys_at_boot(dom, g)
+    before, t_mem = memset_start(dom)   # checked later: the memory look is on a 60 s timer
+    flag(dom, con)
+    addresses(dom, con, vif0_name(g))
+    vif_hotplug(dom, con)
+    memset_check(dom, before, t_mem)
+    con.close()
+    dom = save_restore(dom, "restore1")
+    dom = save_restore(dom, "restore2")
+    con = Console(dom)
+    if con.wait_shell(180):
+        flag(dom, con, "flag after restores", rounds=1)
+        con.run("systemctl reboot --no-block")
+    con.close()
+    # xl reboot: the same guest boots again as a new domain.
+    deadline = time.time() + 120
+    while time.time() < deadline and domid_of() == dom:
+        time.sleep(0.5)
+    t = time.time()
+    new = None
+    while time.time() < t + 420:
+        new = domid_of()
+        if new and new != dom and xsread("/local/domain/%s/data/updated" % new) is not None:
+            break
+        time.sleep(0.5)
+    took = round(time.time() - t, 1) if new and new != dom and xsread("/local/domain/%s/data/updated" % new) else None
+    timing("reboot_to_first_publish_s", took)
+    check("guest reboot -> the agent publishes again (domid %s -> %s)" % (dom, new), took is not None, took)
+    if took is not None:
+        con = Console(new)
+        if con.wait_shell(180):
+            journal_clean(con, "PV")
+        con.close()
+    sh("xl destroy %s" % NAME)
+    pvh_migration()
+
+
+def demo():
+    """What a user sees: the host's view of a guest running the agent, the flag flipped, again."""
+    host_facts()
+    dom, took = boot(CFG, "boot")
+    if not check("the agent published after boot", took is not None, took):
+        return
+
+    def show(title):
+        view = host_view(dom)
+        log("== %s (dom0's view of domain %s, as xenopsd computes it)" % (title, dom))
+        for k in sorted(view):
+            log("   %-22s %s" % (k, view[k]))
+        log("   %-22s %s" % ("NotUpgradable", xsread("/local/domain/%s/attr/PVAddons/NotUpgradable" % dom)))
+    time.sleep(1)
+    show("guest booted, first publish %.1f s after unpause" % took)
+    con = Console(dom)
+    if con.wait_shell(300):
+        flag(dom, con, "demo flag", rounds=1)
+        t = time.time()
+        con.send("touch /etc/pv-drivers-not-upgradable")
+        w = Watch("/local/domain/%s/attr/PVAddons" % dom)
+        w.wait(lambda: xsread("/local/domain/%s/attr/PVAddons/NotUpgradable" % dom) == "1", t, 30)
+        w.close()
+        show("after `touch /etc/pv-drivers-not-upgradable` in the guest")
+    con.close()
+    sh("xl shutdown -w %s" % NAME, timeout=300)
+
+
+def boots():
+    """Boot the guest N times in a row: how many publish, and how fast (defect 4)."""
+    host_facts()
+    n = int(ARGS.get("xenbed.boots", "10"))
+    got = []
+    for i in range(n):
+        dom, took = boot(CFG, "boot %d" % (i + 1), tries=1)
+        got.append(took)
+        sh("xl destroy %s" % NAME)
+    timing("boots_to_first_publish_s", got)
+    ok = [x for x in got if x is not None]
+    check("%d of %d boots published" % (len(ok), n), len(ok) == n,
+          "min %s, max %s" % (min(ok) if ok else None, max(ok) if ok else None))
+
+
+try:
+    log("XENBED dom0-ready (mode %s, dom0 uptime %s s)" % (MODE, open("/proc/uptime").read().split()[0]))
+    {"test": test, "demo": demo, "boots": boots}[MODE]()
+except Exception as e:
+    import traceback
+    traceback.print_exc()
+    check("run_tests.py completed", False, repr(e))
+finally:
+    save("checks.json", json.dumps(results, indent=1))
+    save("timings.json", json.dumps(timings, indent=1))
+    sh("xl dmesg > %s/xl-dmesg.txt 2>&1; journalctl -b --no-pager > %s/dom0-journal.txt 2>&1" % (RES, RES))
+    sh("cp -r /var/log/xen %s/var-log-xen" % RES)
+    npass = sum(r["ok"] for r in results)
+    nfail = len(results) - npass
+    rc, _ = sh("tar -cf /dev/vdd -C %s . && sync" % RES)
+    log("results written to /dev/vdd (rc=%d)" % rc)
+    print("XENBED-SUMMARY %d passed, %d failed" % (npass, nfail), flush=True)
+    sh("sync")
+    time.sleep(1)
+    os.system("systemctl poweroff --force --force")
