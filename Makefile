@@ -18,12 +18,40 @@ copy_tree = mkdir -p $(1) && tar -c --exclude-vcs --exclude=./dist --exclude=./b
 	--exclude=__pycache__ --exclude='*.pyc' --exclude=.pytest_cache --exclude='*.egg-info' --exclude='./.venv*' \
 	-f - . | tar -x -C $(1)
 
-.PHONY: all deb rpm clean check bench
+.PHONY: all deb rpm clean check venv bench
 all: deb rpm
 
-# The test suite (a real xenstored is fetched into .cache/ on first use) and the benchmark.
-check:
-	python3 -m pytest
+# The test suite, with what it needs (it fetches a real xenstored into .cache/ on first use). As
+# root on Debian or Ubuntu it installs the system packages first. PEP 668 forbids pip outside a
+# venv, so it makes $(VENV) with $(PYTHON), installs .[test] there (editable: edits need no
+# reinstall) and runs pytest in it. Another interpreter: make check PYTHON=python3.6 VENV=.venv-3.6
+# `make venv` alone: the agent from source, as $(VENV)/bin/xe-guest-agent.
+PYTHON ?= python3
+VENV ?= .venv
+TEST_DEBS := gcc libc6-dev iproute2 util-linux strace
+
+# $(1): Debian packages to install, as root with apt-get, if any is missing (else nothing).
+apt_install = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	missing=; for p in $(1); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q ' installed$$' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "make: apt-get install$$missing"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
+	fi
+
+check: $(VENV)/.installed
+	@$(call apt_install,$(TEST_DEBS))
+	$(VENV)/bin/python3 -m pytest $(PYTEST_ARGS)
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(call apt_install,python3-venv)
+	[ -x $(VENV)/bin/python3 ] || $(PYTHON) -m venv $(VENV)
+	@# Editable installs of a pyproject.toml project need pip 21.3 (3.6's venv brings 18.1).
+	$(VENV)/bin/python3 -c 'import pip, sys; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (21, 3))' || \
+		$(VENV)/bin/python3 -m pip install -q "pip>=21.3,<22"
+	$(VENV)/bin/python3 -m pip install -q -e '.[test]'
+	touch $@
 
 bench:
 	python3 -m tests.bench.bench

@@ -2,17 +2,24 @@
 
 Works with click 6.7 (RHEL 8) and later: no option feature newer than 6.7 is relied on.
 """
-import json
-import logging
-import os
+import signal
 import sys
 
-import click
-import click.core
+# A stop that lands while the imports below run (a unit stopped at once) is a clean exit, not a
+# traceback; `run` keeps this until the agent's own handlers are in place, show and status drop it.
+for _sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_sig, lambda *_: sys.exit(0))
 
-from . import __version__, publisher, schema
-from . import config as configmod
-from .xenstore import XenStore, default_path
+import json      # noqa: E402
+import logging   # noqa: E402
+import os        # noqa: E402
+
+import click     # noqa: E402
+import click.core  # noqa: E402
+
+from . import __version__, publisher, schema  # noqa: E402
+from . import config as configmod  # noqa: E402
+from .xenstore import XenStore, default_path  # noqa: E402
 
 
 # Exit status: 2 for a usage, config or environment error (bad flag, bad config, no XenStore, a
@@ -37,6 +44,11 @@ def _hidden():
 
 HIDDEN = _hidden()
 NO_XENSTORE = "no XenStore here (/dev/xen/xenbus and /proc/xen/xenbus missing, $XENSTORED_PATH unset): not a Xen guest?"
+
+
+def default_signals():
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def fail(message, status=USAGE):
@@ -116,10 +128,6 @@ def cli():
 @click.option("--log-level", metavar="LEVEL", help="debug, info, warning or error (default warning: silent at idle).")
 def run(explicit_path, config_path, flag_file, sysfs, os_root, meminfo, log_level, **versions):
     """Publish to XenStore and keep it true until SIGTERM."""
-    import signal
-    # Until the agent's own handlers are in place (after its imports), a stop is still a clean exit.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sys.exit(0))
     overrides = dict(flag_file=flag_file, log_level=log_level, **versions)
     config = load_config(config_path, **overrides)
     path = xenstore_path(explicit_path)
@@ -134,7 +142,7 @@ def run(explicit_path, config_path, flag_file, sysfs, os_root, meminfo, log_leve
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def show(config_path, flag_file, sysfs, os_root, meminfo, as_json, **versions):
     """Print what `run` would publish now (needs no XenStore)."""
-    import os
+    default_signals()
     config = load_config(config_path, flag_file=flag_file, **versions)
     extra = {}
     for source in make_sources(config, sysfs, os_root, meminfo):
@@ -149,6 +157,7 @@ def show(config_path, flag_file, sysfs, os_root, meminfo, as_json, **versions):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def status(explicit_path, as_json):
     """Print the agent's keys as XenStore holds them now."""
+    default_signals()
     path = xenstore_path(explicit_path)
     xs = XenStore(path)
     try:
