@@ -44,7 +44,7 @@ def test_every_declared_row_evaluates_on_results_of_the_shapes_the_steps_store()
     results = {
         "start": {"ms": 90.0}, "flag": [2.0, 3.0], "migration": [17.0], "rss": {"mib": 19.0},
         "idle": {"seconds": 60.0, "requests_per_hour": 60.0, "writes_per_hour": 0.0, "wakeups_per_min": 2.0,
-                 "preempted_per_min": 0.0, "cpu_s_per_hour": 0.6},
+                 "cpu_s_per_hour": 0.6},
         "addr_add": [4.0], "addr_del": [3.0],
         "fleet": {"n": 10, "start": 0.6, "idle_cpu": 0.0, "idle_req": 0.0, "mig": 0.1, "mig_cpu": 0.1,
                   "mig_req": 600},
