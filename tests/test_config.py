@@ -37,6 +37,9 @@ def test_missing_default_file_is_fine_missing_explicit_is_not(tmp_path, monkeypa
     ("memory_interval = 0\n", "memory_interval"),
     ("memory_interval = nan\n", "memory_interval"),
     ("log_level = loud\n", "must be one of"),
+    ("major_version = 4611686018427387904\n", "major_version = '4611686018427387904': too large"),
+    ("build_version = %s\n" % ("9" * 5000), "too large: must be at most 4611686018427387903"),
+    ("minor_version = 3;4\n", "must be a non-negative integer"),   # no space before ';': not a comment
 ])
 def test_bad_config_names_file_line_and_key(tmp_path, text, message):
     f = tmp_path / "agent.conf"
@@ -73,3 +76,17 @@ def test_bad_memory_threshold(tmp_path, text):
     f.write_text("memory_threshold = %s\n" % text)
     with pytest.raises(config.ConfigError, match="memory_threshold .* must be KiB"):
         config.load(str(f))
+
+
+def test_comments_after_values(tmp_path):
+    f = tmp_path / "agent.conf"
+    f.write_text("major_version = 8   # appliance\nminor_version=4\t; why\nflag_file = /etc/a#b # the flag\n"
+                 "build_version = 4611686018427387903\n")
+    c = config.load(str(f))
+    assert (c.major_version, c.minor_version, c.flag_file) == (8, 4, "/etc/a#b")
+    assert c.build_version == (1 << 62) - 1
+
+
+def test_empty_config_path_is_an_error_not_the_default():
+    with pytest.raises(config.ConfigError, match="--config: empty path"):
+        config.load("")
