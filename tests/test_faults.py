@@ -163,6 +163,26 @@ def test_conflicting_dom0_writer_never_sees_a_torn_batch(guest, xenstored, legac
 
 # -- migrations --------------------------------------------------------------------------------
 
+def test_restore_seen_before_any_of_its_events_by_a_local_change(libxl_guest, xenstored, run_agent, flag, workdir):
+    """The agent's first news of a restore is a local change (here the flag), not a watch event:
+    before writing it, the agent reads the identity, sees the new domid and republishes the lot.
+    Seen on a real Xen host: after xl restore, the home held only what changed afterwards."""
+    guest = libxl_guest
+    agent = run_agent(guest.device)
+    want = expected(workdir, flag)
+    want.pop("control/feature-balloon")   # control/ is read-only for the guest under xl
+    wait_tree(xenstored, guest, want, timeout=5)
+    guest.migrate(guest.domid + 1, replay=False)
+    flag.write_text("")
+    want["attr/PVAddons/NotUpgradable"] = "1"
+    wait_tree(xenstored, guest, want, timeout=1.0, log=agent)
+    guest.bridge.replay_watches()   # the kernel's events, late: nothing more to do
+    caught_up(guest)
+    wait_tree(xenstored, guest, want, timeout=1.0, log=agent)
+    log = clean(agent.log())
+    assert "WARNING" not in log and agent.alive(), log
+
+
 def test_xl_restore_to_a_new_domid_without_unique_domain_id(libxl_guest, xenstored, run_agent, flag, workdir):
     """xl save + xl restore, xl migrate: the xl toolstack writes no unique-domain-id, so the new
     domain is told apart by its domid and by the kernel registering every watch again. Seen on a

@@ -129,20 +129,21 @@ class Agent:
         for source in self.sources:
             source.reset()
 
-    def refresh(self):
+    def refresh(self, check=False):
         """Bring `actual` up to date: everything after a (re)connect or in a new domain, else what
-        the watches named once they have settled (a burst of events, our echoes too, is one look)."""
+        the watches named once they have settled (a burst of events, our echoes too, is one look).
+        `check`: look at least at the identity. Returns True if it looked."""
         full = self.actual is None
-        if not full and (not self.dirty or time.monotonic() < self.dirty_due):
-            return
-        dirty, self.dirty = self.dirty, set()
+        due = bool(self.dirty) and time.monotonic() >= self.dirty_due
+        if not (full or due or check):
+            return False
+        dirty = set()
+        if due:
+            dirty, self.dirty = self.dirty, set()
         if dirty:
             log.debug("watches fired: %s", ", ".join(sorted(dirty)))
-        if not full and WATCH_ROOTS <= dirty:
-            # Every watch fired at its own path: the kernel registered them all again, which it
-            # does after a resume, restore or migration (xl writes no unique-domain-id to say so).
-            log.debug("every watch fired at once: reading everything")
-            full = True
+        # After a resume the kernel registers every watch again and each fires at its own root:
+        # every owned key lies below one, so that look reads them all and retries refused ones.
         # A key refused for its rights gets another try once something changed there (set_perms
         # fires watches too); our own refused writes fire nothing, so this cannot loop.
         for key in _affected(dirty, list(self.denied)):
@@ -177,6 +178,7 @@ class Agent:
             self.actual.update(self.xs.walk(tree))
         for source in self.sources:
             source.refresh(self.xs, None if full else dirty)
+        return True
 
     def _look(self, full, dirty):
         """Read the identity and the owned keys a look needs (all of them if `full`) in one round
@@ -189,8 +191,13 @@ class Agent:
 
     def publish(self):
         """Make XenStore match the desired state in one transaction; no-op if it already does."""
-        self.refresh()
+        looked = self.refresh()
         steps = publisher.plan(self.desired(), self.actual, self._next_updated())
+        if steps and not looked:
+            # A local change (flag, address, memory) planned on what we saw last: first make sure
+            # this is still that domain. A resume may not have sent its events yet, or at all.
+            self.refresh(check=True)
+            steps = publisher.plan(self.desired(), self.actual, self._next_updated())
         if steps:
             self._apply(steps)
 
@@ -414,9 +421,6 @@ class Agent:
         if not due:
             return None
         return max(0.0, min(due) - time.monotonic())
-
-
-WATCH_ROOTS = frozenset(schema.WATCHED)
 
 
 def _affected(dirty, keys):

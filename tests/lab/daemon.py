@@ -132,7 +132,7 @@ class Guest:
         """Create the home (in one transaction, as the toolstack does) with a fresh unique-domain-id."""
         transaction(self.dom0, self._populate)
 
-    def migrate(self, domid=None):
+    def migrate(self, domid=None, replay=True):
         """What the guest sees of a migration/resume: its tree wiped and rebuilt with a new
         unique-domain-id (the same domid here), in one transaction.
 
@@ -140,14 +140,14 @@ class Guest:
         the new one built and introduced, and the guest resumes as that domain: the bridge moves
         to its ring and registers the remembered watches again, as the kernel does."""
         if domid is not None and domid != self.domid:
-            return self._move(domid)
+            return self._move(domid, replay)
 
         def wipe_and_build():
             self.dom0.delete(self.home.encode())
             self._populate()
         transaction(self.dom0, wipe_and_build)
 
-    def _move(self, domid):
+    def _move(self, domid, replay=True):
         with self.bridge.suspended():
             self.dom0.release_domain(self.domid)
             self.dom0.delete(self.home.encode())
@@ -155,7 +155,7 @@ class Guest:
             self.build()
             create_ring(self.xsd.rundir, domid)
             self.dom0.introduce_domain(domid, 1, 1)
-            self.bridge.retarget(domid)
+            self.bridge.retarget(domid, replay)
 
     def _populate(self):
         self.uuid = str(uuid.uuid4())

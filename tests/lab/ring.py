@@ -307,18 +307,20 @@ class PtyBridge:
         finally:
             self.lock.release()
 
-    def retarget(self, domid):
+    def retarget(self, domid, replay=True):
         """Inside suspended(): the guest resumes as domain `domid` (its ring created and introduced
         by dom0). Like the kernel, the bridge reconnects to the new ring and registers the
         remembered watches there (relative paths now resolve in the new home); replies still in
-        the old ring are lost."""
+        the old ring are lost. replay=False holds the registration back (replay_watches() later):
+        the agent then sees the new domain before any event of it."""
         self.retired.append(self.ring)   # the loop may still be selecting on its descriptor
         self.domid = domid
         self.ring = RingTransport(self.shim_dir, domid)
         self.down.clear()
         self.busy.clear()   # lost with the old ring (only after a suspend that timed out)
         self.generation += 1   # the transactions still open are dead (xb_dev_generation_id)
-        self._queue_replay()
+        if replay:
+            self._queue_replay()
 
     def close(self):
         os.write(self._stop_w, b"x")
