@@ -15,6 +15,7 @@ import time
 
 from . import config as configmod
 from . import publisher, schema, sdnotify
+from .clockwatch import ClockWatch
 from .flagwatch import FlagWatch
 from .xenstore import Lost, XenStore, errname
 from pyxs.exceptions import PyXSError
@@ -76,6 +77,9 @@ class Agent:
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self.selector.register(self.flag, selectors.EVENT_READ, self._on_flag)
         self.flag_present = self.flag.present()
+        self.recheck = False            # read everything at the next look (the clock was stepped)
+        self.clock = ClockWatch()
+        self.selector.register(self.clock, selectors.EVENT_READ, self._on_clock)
         for source in self.sources:
             source.collect()
             source.attach(self)
@@ -133,7 +137,8 @@ class Agent:
         """Bring `actual` up to date: everything after a (re)connect or in a new domain, else what
         the watches named once they have settled (a burst of events, our echoes too, is one look).
         `check`: look at least at the identity. Returns True if it looked."""
-        full = self.actual is None
+        full = self.actual is None or self.recheck
+        self.recheck = False
         due = bool(self.dirty) and time.monotonic() >= self.dirty_due
         if not (full or due or check):
             return False
@@ -268,6 +273,12 @@ class Agent:
     def _on_flag(self):
         if self.flag.changed():
             self.flag_present = self.flag.present()
+
+    def _on_clock(self):
+        if self.clock.stepped():
+            # Every resume steps the clock, and may bring no XenStore event: look at everything.
+            log.debug("the clock was stepped (a resume?): reading everything")
+            self.recheck = True
 
     def _on_xenstore(self):
         try:
