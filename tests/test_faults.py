@@ -163,16 +163,23 @@ def test_conflicting_dom0_writer_never_sees_a_torn_batch(guest, xenstored, legac
 
 # -- migrations --------------------------------------------------------------------------------
 
-def test_restore_that_brings_no_event_is_seen_by_the_clock_step(libxl_guest, xenstored, run_agent, flag, workdir):
-    """A resume may bring no XenStore event at all, and nothing local may change; but the kernel
-    steps the clock on every resume (timekeeping_resume), which a CANCEL_ON_SET timerfd sees.
-    Here the clock is set to its own value (a step of microseconds), as a resume does."""
-    guest = libxl_guest
+def restored_unannounced(guest, xenstored, run_agent, flag, workdir):
+    """An agent published on an xl guest, then the guest restored as a new domain whose kernel
+    has not registered its watches again yet: (agent, the tree the host should see)."""
     agent = run_agent(guest.device)
     want = expected(workdir, flag)
     want.pop("control/feature-balloon")   # control/ is read-only for the guest under xl
     wait_tree(xenstored, guest, want, timeout=5)
     guest.migrate(guest.domid + 1, replay=False)
+    return agent, want
+
+
+def test_restore_that_brings_no_event_is_seen_by_the_clock_step(libxl_guest, xenstored, run_agent, flag, workdir):
+    """A resume may bring no XenStore event at all, and nothing local may change; but the kernel
+    steps the clock on every resume (timekeeping_resume), which a CANCEL_ON_SET timerfd sees.
+    Here the clock is set to its own value (a step of microseconds), as a resume does."""
+    guest = libxl_guest
+    agent, want = restored_unannounced(guest, xenstored, run_agent, flag, workdir)
     t0 = time.monotonic()
     time.clock_settime(time.CLOCK_REALTIME, time.time())
     wait_tree(xenstored, guest, want, timeout=1.0, since=t0, log=agent)
@@ -185,11 +192,7 @@ def test_restore_seen_before_any_of_its_events_by_a_local_change(libxl_guest, xe
     before writing it, the agent reads the identity, sees the new domid and republishes the lot.
     Seen on a real Xen host: after xl restore, the home held only what changed afterwards."""
     guest = libxl_guest
-    agent = run_agent(guest.device)
-    want = expected(workdir, flag)
-    want.pop("control/feature-balloon")   # control/ is read-only for the guest under xl
-    wait_tree(xenstored, guest, want, timeout=5)
-    guest.migrate(guest.domid + 1, replay=False)
+    agent, want = restored_unannounced(guest, xenstored, run_agent, flag, workdir)
     flag.write_text("")
     want["attr/PVAddons/NotUpgradable"] = "1"
     wait_tree(xenstored, guest, want, timeout=1.0, log=agent)
