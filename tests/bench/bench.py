@@ -15,8 +15,8 @@ Progress goes to stderr, one line per step with the elapsed time. stdout gets th
 (latencies follow it), one table (figure, value, target), then one PASS/MISS line per target and a
 summary. Exit status 1 if any target is missed.
 
-A new figure: a step stores its measurement in `results[key]`, and each line of the table is one
-declaration in ROWS, e.g.
+A new figure: a step stores its measurement in `results[key]` (a timed step on guest 7 is one line
+in BED_STEPS, plus its option), and each line of the table is one declaration in ROWS, e.g.
 
     *latency_rows("hostname change -> host", "hostname", p50=Target("<=", 3), p99=Target("<=", 10)),
 """
@@ -417,6 +417,15 @@ def bench_addresses(count):
         subprocess.run(["ip", "netns", "del", ns])
 
 
+# The timed steps on guest 7's bed, in order, before its idle window: (results key, the option that
+# gives the count (0: skip), the step's name for the progress line, function(bed, count) -> the
+# latencies in ms). A new one is a line here, its option in main() and its rows in ROWS.
+BED_STEPS = [
+    ("flag", "toggles", "flag file: %d toggles -> host", bench_flag),
+    ("migration", "migrations", "migration: %d -> fully republished", bench_migration),
+]
+
+
 def measure(args, progress):
     """Run the steps the options ask for; returns (results, rows)."""
     results, rows = {}, list(ROWS)
@@ -429,12 +438,11 @@ def measure(args, progress):
             raise
         results["start"] = {"ms": (seen - bed.t_start) * 1000}
     try:
-        if args.toggles:
-            with progress.step("flag file: %d toggles -> host" % args.toggles):
-                results["flag"] = bench_flag(bed, args.toggles)
-        if args.migrations:
-            with progress.step("migration: %d -> fully republished" % args.migrations):
-                results["migration"] = bench_migration(bed, args.migrations)
+        for key, option, name, run in BED_STEPS:
+            count = getattr(args, option)
+            if count:
+                with progress.step(name % count):
+                    results[key] = run(bed, count)
         if args.idle:
             with progress.step("idle window: %.0f s, with a fixed meminfo stand-in" % args.idle):
                 results["idle"] = bench_idle(bed, args.idle, progress)

@@ -53,3 +53,12 @@ def test_every_declared_row_evaluates_on_results_of_the_shapes_the_steps_store()
     assert all(lines)
     assert [line[3] for line in lines if line[3] is not None] == [True] * 9
     assert any(line[0] == "fleet of 10: idle xenstored CPU (%) / requests per s" for line in lines)
+
+
+def test_a_new_latency_pair_with_targets_is_one_declaration():
+    rows = ROWS + [*latency_rows("hostname change -> host", "hostname", p50=Target("<=", 3), p99=Target("<=", 10))]
+    out = io.StringIO()
+    assert report(rows, {"hostname": [1.0, 2.0, 30.0]}, 5, out) == 1
+    text = out.getvalue()
+    assert "PASS  hostname change -> host p50 (ms, n=3): 2.00 (target <= 3)\n" in text
+    assert "MISS  hostname change -> host p99 (ms): 30.00 (target <= 10)\n" in text
