@@ -98,3 +98,12 @@ rpm:
 
 clean:
 	rm -rf dist
+
+# The real Xen host (tests/xen/README.md): Xen 4.17 under QEMU with the packaged agent in a guest.
+# xen-test: every scenario, on oxenstored then the C xenstored (~20 min). xen-demo: the host's view.
+.PHONY: xen-test xen-demo
+xen-test:
+	tests/xen/xen-test.sh
+
+xen-demo:
+	MODE=demo tests/xen/xen-test.sh oxenstored

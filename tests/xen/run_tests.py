@@ -221,6 +221,7 @@ def boot(cfg, label, timeout=420, tries=3):
         w = Watch(home + "/data/updated")
         t = time.time()
         sh("xl unpause %s" % NAME)
+        log("%s: domid %s created and unpaused (attempt %d)" % (label, dom, attempt))
         te = None
         while te is None and time.time() < t + timeout:
             te = w.wait(lambda: xsread(home + "/data/updated") is not None, t, 5)
