@@ -19,7 +19,7 @@ import click.core  # noqa: E402
 
 from . import __version__, publisher, schema  # noqa: E402
 from . import config as configmod  # noqa: E402
-from .xenstore import XenStore, default_path  # noqa: E402
+from .xenstore import DEFAULT_PATHS, XenStore, default_path, in_xen_guest  # noqa: E402
 
 
 # Exit status: 2 for a usage, config or environment error (bad flag, bad config, no XenStore, a
@@ -56,15 +56,21 @@ def fail(message, status=USAGE):
     sys.exit(status)
 
 
-def xenstore_path(explicit):
-    """The path to use: an explicit one must exist now; else the default, or a one-line exit 2."""
+def xenstore_path(explicit, wait_in=None):
+    """The path to use: an explicit one must exist now; else the default, or a one-line exit 2.
+    `wait_in` (a sysfs root): in a Xen guest whose xenbus device is not there yet (early boot, a
+    module still loading), the device's path anyway: the agent retries until it appears, where
+    exit 2 would stop the unit for good (RestartPreventExitStatus=2)."""
     if explicit is not None:
         if not explicit:
             fail("--xenstore: empty path")
         if not os.path.exists(explicit):
             fail("--xenstore %s: no such file or socket" % explicit)
         return explicit
-    return default_path() or fail(NO_XENSTORE)
+    found = default_path()
+    if not found and wait_in is not None and in_xen_guest(wait_in):
+        return DEFAULT_PATHS[0]
+    return found or fail(NO_XENSTORE)
 
 
 def load_config(config_path, **flags):
@@ -130,7 +136,7 @@ def run(explicit_path, config_path, flag_file, sysfs, os_root, meminfo, log_leve
     """Publish to XenStore and keep it true until SIGTERM."""
     overrides = dict(flag_file=flag_file, log_level=log_level, **versions)
     config = load_config(config_path, **overrides)
-    path = xenstore_path(explicit_path)
+    path = xenstore_path(explicit_path, wait_in=sysfs)
     logging.basicConfig(stream=sys.stderr, level=config.logging_level, format="%(levelname)s: %(message)s")
     from .agent import Agent   # only `run` pays for the event loop's imports
     agent = Agent(config, path, config_path, overrides, make_sources(config, sysfs, os_root, meminfo))

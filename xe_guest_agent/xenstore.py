@@ -52,6 +52,15 @@ def errname(exc):
     return name or str(exc)
 
 
+def in_xen_guest(sysfs="/sys"):
+    """True if the kernel says it runs on Xen (its hypervisor node), whatever /dev shows yet."""
+    try:
+        with open(os.path.join(sysfs, "hypervisor", "type")) as f:
+            return f.read().strip() == "xen"
+    except OSError:
+        return False
+
+
 def default_path(environ=os.environ):
     """$XENSTORED_PATH if set, else the first xenbus device that exists, else None."""
     if environ.get("XENSTORED_PATH"):
