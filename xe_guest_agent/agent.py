@@ -162,8 +162,8 @@ class Agent:
                 log.info("new domain (domid %s, unique-domain-id %s): republishing everything",
                          identity[1], identity[0])
             self.domain = identity
+            self._forget()   # its refusals and sources' reads too, even if this look was full
             if not full:
-                self._forget()
                 full, values = True, self._look(True, dirty)[len(schema.IDENTITY):]
         elif not full and any(v is None and p in self.actual for p, v in zip(self._plain, values)):
             # One of our keys vanished: the tree may have been wiped under a domain that kept its
