@@ -185,7 +185,10 @@ def test_current_reader_reads_with_xapi_depth_limits(xenstored, guest, current):
     t0 = time.monotonic()
     for key, value in writes.items():
         guest.dom0.write(guest.path(key), value.encode())
-    current.wait_for(lambda v: v["networks"].get("2/ip") and v["other"].get("feature-balloon"), since=t0)
+    # Every key awaited: a look under way may read data/ before the last data write and control/
+    # after the feature-balloon write.
+    current.wait_for(lambda v: v["networks"].get("2/ip") and v["other"].get("feature-balloon")
+                     and v["memory"].get("total") and v["os_version"].get("major"), since=t0)
     view = current.view
     assert view["networks"] == {"0/ip": "10.0.0.1", "0/ipv4/0": "10.0.0.1", "0/ipv6/1": "2001:db8::1",
                                 "2/ip": "10.2.0.1", "2/ipv4/0": "10.2.0.1"}
