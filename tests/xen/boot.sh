@@ -20,7 +20,9 @@ case "$ACCEL" in
   # (#PF[0001] on its own stack, "domain_crash_sync ... create_bounce_frame").
   # -avx,-avx2: QEMU 7.2 TCG AVX emulation corrupted Python once (AttributeError importing enum).
   # -rdtscp: QEMU SVM has no NRIP save, Xen cannot emulate RDTSCP exits of a PVH guest ("SVM Insn len emulation failed").
-  tcg) ACC=(-accel tcg,thread=multi -cpu max,-smap,-smep,-avx,-avx2,-rdtscp) ;;
+  # TCG_THREAD=multi|single. Either way, on this machine PV domains' memory was corrupted in most
+  # boots (tests/xen/README.md); single-threaded TCG did not help, and is slower.
+  tcg) ACC=(-accel "tcg,thread=${TCG_THREAD:-multi}" -cpu max,-smap,-smep,-avx,-avx2,-rdtscp) ;;
   # /dev/kvm here is kvm_pvm (no VMX/SVM): QEMU needs -arch-capabilities, and Xen still dies with
   # "KVM internal error. Suberror: 1" before printing anything.
   kvm) ACC=(-enable-kvm -cpu host,-arch-capabilities) ;;
