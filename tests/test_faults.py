@@ -172,8 +172,20 @@ def restored_unannounced(guest, xenstored, run_agent, flag, workdir):
     want = expected(workdir, flag)
     want.pop("control/feature-balloon")   # control/ is read-only for the guest under xl
     wait_tree(xenstored, guest, want, timeout=5)
+    quiet(guest)   # its looks at the echoes of its own writes are over: no event is left to look at
     guest.migrate(guest.domid + 1, replay=False)
     return agent, want
+
+
+def quiet(guest, period=0.2, timeout=5.0):
+    """Return once the agent has sent nothing for `period` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = guest.bridge.bytes_in, time.monotonic()
+    while time.monotonic() - since < period:
+        assert time.monotonic() < deadline, "the agent never went quiet"
+        time.sleep(0.01)
+        if guest.bridge.bytes_in != last:
+            last, since = guest.bridge.bytes_in, time.monotonic()
 
 
 def test_restore_that_brings_no_event_is_seen_by_the_clock_step(libxl_guest, xenstored, run_agent, flag, workdir):

@@ -198,23 +198,31 @@ class Agent:
         """Make XenStore match the desired state in one transaction; no-op if it already does."""
         looked = self.refresh()
         steps = publisher.plan(self.desired(), self.actual, self._next_updated())
-        if steps and not looked:
-            # A local change (flag, address, memory) planned on what we saw last: first make sure
-            # this is still that domain. A resume may not have sent its events yet, or at all.
-            self.refresh(check=True)
+        # A local change (flag, address, memory) planned on what we saw last is only written after
+        # checking that this is still that domain: a resume may not have sent its events yet, or
+        # at all. The check rides with the transaction's start, so it costs no round trip.
+        if steps and not self._apply(steps, check=not looked):
+            self.refresh(check=True)   # a new domain: read it all, and plan again
             steps = publisher.plan(self.desired(), self.actual, self._next_updated())
-        if steps:
-            self._apply(steps)
+            if steps:
+                self._apply(steps)
 
     def _next_updated(self):
         return publisher.next_updated(self.actual.get(schema.UPDATED) if self.actual else None,
                                       int(time.time() * 1000))
 
-    def _apply(self, steps):
-        """Carry out `steps` in one transaction: its writes and the commit go out back to back."""
+    def _apply(self, steps, check=False):
+        """Carry out `steps` in one transaction: its writes and the commit go out back to back.
+        `check`: first make sure the identity is still ours; False (nothing written) if not."""
         delays = Backoff(0.001, 0.1)
         for _ in range(EAGAIN_TRIES):
-            tx = self.xs.transaction_start()
+            if check:
+                identity, tx = self.xs.transaction_start(schema.IDENTITY)
+                if tuple(identity) != self.domain:
+                    self.xs.pipeline([self.xs.encode("abort", tx=tx)])
+                    return False
+            else:
+                tx = self.xs.transaction_start()
             requests = [self.xs.encode(s.op, s.path, s.value, tx) for s in steps]
             *replies, commit = self.xs.pipeline(requests + [self.xs.encode("commit", tx=tx)])
             failed = {s: r for s, r in zip(steps, replies) if isinstance(r, PyXSError)
@@ -236,7 +244,7 @@ class Agent:
                 self._refused(step, exc)
             steps = [s for s in steps if s not in failed]
             if all(s.path == schema.UPDATED for s in steps):
-                return
+                return True
         else:
             raise PyXSError(errno.EAGAIN, "transaction kept conflicting")
         log.debug("transaction committed: %s", ", ".join("%s %s" % (s.op, s.path) for s in steps))
@@ -248,6 +256,7 @@ class Agent:
             else:
                 for k in [k for k in self.actual if k == step.path or k.startswith(step.path + "/")]:
                     del self.actual[k]
+        return True
 
     def _refused(self, step, exc):
         name = errname(exc)

@@ -245,9 +245,9 @@ class XenStore:
 
     @staticmethod
     def encode(op, path=None, value=None, tx=0):
-        """A (op, payload, tx) request for pipeline(): op is "write", "rm" or "commit"."""
-        if op == "commit":
-            return (Op.TRANSACTION_END, b"T" + NUL, tx)
+        """A (op, payload, tx) request for pipeline(): op is "write", "rm", "commit" or "abort"."""
+        if op in ("commit", "abort"):
+            return (Op.TRANSACTION_END, (b"T" if op == "commit" else b"F") + NUL, tx)
         payload = check_path(path.encode()) + NUL
         if op == "write":
             return (Op.WRITE, payload + value.encode("ascii"), tx)
@@ -261,8 +261,22 @@ class XenStore:
             if isinstance(reply, PyXSError) and not (reply.args and reply.args[0] == errno.EEXIST):
                 raise reply
 
-    def transaction_start(self):
-        return int(self.request(Op.TRANSACTION_START, NUL).rstrip(NUL))
+    def transaction_start(self, reads=()):
+        """A new transaction's id. With `reads`, those paths are read in the same round trip (not
+        inside the transaction) and ([value or None], id) is returned."""
+        replies = self.pipeline([(Op.READ, check_path(p.encode()) + NUL, 0) for p in reads]
+                                + [(Op.TRANSACTION_START, NUL, 0)])
+        *values, start = replies
+        if isinstance(start, PyXSError):
+            raise start
+        tx = int(start.rstrip(NUL))
+        if not reads:
+            return tx
+        for v in values:
+            if isinstance(v, PyXSError) and not (v.args and v.args[0] == errno.ENOENT):
+                self.pipeline([self.encode("abort", tx=tx)])
+                raise v
+        return [None if isinstance(v, PyXSError) else v.decode("ascii", "replace") for v in values], tx
 
     def walk(self, path, tx=0):
         """{path: value} for every leaf at or below `path` (nodes with no children)."""
