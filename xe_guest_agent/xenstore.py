@@ -225,14 +225,7 @@ class XenStore:
 
     def read_many(self, paths, tx=0):
         """[value or None] for each path, in one round trip."""
-        out = []
-        for reply in self.pipeline([(Op.READ, check_path(p.encode()) + NUL, tx) for p in paths]):
-            if isinstance(reply, PyXSError):
-                if not (reply.args and reply.args[0] == errno.ENOENT):
-                    raise reply
-                reply = None
-            out.append(None if reply is None else reply.decode("ascii", "replace"))
-        return out
+        return [_value(r) for r in self.pipeline([(Op.READ, check_path(p.encode()) + NUL, tx) for p in paths])]
 
     def directory(self, path, tx=0):
         try:
@@ -272,11 +265,11 @@ class XenStore:
         tx = int(start.rstrip(NUL))
         if not reads:
             return tx
-        for v in values:
-            if isinstance(v, PyXSError) and not (v.args and v.args[0] == errno.ENOENT):
-                self.pipeline([self.encode("abort", tx=tx)])
-                raise v
-        return [None if isinstance(v, PyXSError) else v.decode("ascii", "replace") for v in values], tx
+        try:
+            return [_value(v) for v in values], tx
+        except PyXSError:
+            self.pipeline([self.encode("abort", tx=tx)])
+            raise
 
     def walk(self, path, tx=0):
         """{path: value} for every leaf at or below `path` (nodes with no children)."""
@@ -288,6 +281,15 @@ class XenStore:
         for c in children:
             out.update(self.walk(path + "/" + c, tx))
         return out
+
+
+def _value(reply):
+    """A read's reply as str; None for a key that does not exist; any other error raised."""
+    if isinstance(reply, PyXSError):
+        if reply.args and reply.args[0] == errno.ENOENT:
+            return None
+        raise reply
+    return reply.decode("ascii", "replace")
 
 
 def _describe(op, rq, tx, payload):
