@@ -84,13 +84,30 @@ def test_valid_path(path, ok):
     assert schema.valid_path(path) is ok
 
 
-def test_plan_an_os_change_alone_also_touches_what_xenopsd_watches():
-    actual = dict(V, **{"data/os_name": "Debian 11", "data/updated": "1"})
-    desired = dict(V, **{"data/os_name": "Debian 12"})
-    assert publisher.plan(desired, actual, "2") == [
-        Step("write", "data/os_name", "Debian 12"), Step("write", "attr/PVAddons/Installed", "1"),
-        Step("write", "data/updated", "2")]
-    # Memory is read by rrdd on its own watch: no extra write for it.
-    actual = dict(V, **{"data/meminfo_free": "1", "data/updated": "1"})
-    assert publisher.plan(dict(V, **{"data/meminfo_free": "2"}), actual, "2") == [
-        Step("write", "data/meminfo_free", "2"), Step("write", "data/updated", "2")]
+INSTALLED = Step("write", "attr/PVAddons/Installed", "1")
+
+
+@pytest.mark.parametrize("before, after, extra", [
+    # Any batch of data/ changes alone: xenopsd reads data/ only when a path it watches fires.
+    ({"data/os_name": "Debian 11"}, {"data/os_name": "Debian 12"}, [INSTALLED]),
+    ({"data/host_name_dns": "a"}, {"data/host_name_dns": "b"}, [INSTALLED]),
+    ({}, {"data/host_name_dns": "a", "data/domain": "example.com"}, [INSTALLED]),
+    ({"data/host_name_dns": "a", "data/domain": "x"}, {"data/host_name_dns": "a"}, [INSTALLED]),   # a removal
+    ({"data/meminfo_free": "1"}, {"data/meminfo_free": "2", "data/host_name_dns": "a"}, [INSTALLED]),
+    # Memory alone: rrdd reads meminfo_free on its own watch, xapi keeps no memory in its metrics.
+    ({"data/meminfo_free": "1"}, {"data/meminfo_free": "2"}, []),
+    ({"data/meminfo_free": "1", "data/meminfo_total": "9"}, {"data/meminfo_free": "2", "data/meminfo_total": "8"}, []),
+    # A watched path is in the batch already: no extra write.
+    ({"data/host_name_dns": "a"}, {"data/host_name_dns": "b", "attr/vif/0/ipv4/0": "10.0.0.1"}, []),
+    ({}, {"data/host_name_dns": "b", "feature/hotplug/vif": "1"}, []),
+    ({}, {"feature/hotplug/vbd": "1"}, []),
+])
+def test_plan_a_data_change_alone_also_touches_what_xenopsd_watches(before, after, extra):
+    actual = dict(V, **before, **{"data/updated": "1"})
+    steps = publisher.plan(dict(V, **after), actual, "2")
+    changes = [Step("write", k, v) for k, v in sorted(after.items()) if before.get(k) != v]
+    changes += [Step("rm", k, None) for k in sorted(before) if k not in after]
+    assert sorted(steps[:-1]) == sorted(changes + extra)
+    assert steps[-1] == Step("write", "data/updated", "2")
+    assert [s.path for s in steps] == sorted((s.path for s in steps), key=lambda p: (schema.write_rank(p), p))
+

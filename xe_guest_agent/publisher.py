@@ -33,15 +33,16 @@ def plan(desired, actual, updated):
 
     Writes and removals go data/* first, then attr/* and the rest; if there is anything to do,
     `data/updated` = `updated` comes last so a host that watches it re-reads a complete tree. A
-    change to data/os_* alone also rewrites Installed, which today's xenopsd does watch.
+    batch whose changes all lie in data/ also rewrites Installed, which today's xenopsd does
+    watch (it reads data/ only then), unless they are all memory keys (schema.HOST_IGNORED).
     A key below an owned subtree whose whole branch is stale is removed with its branch.
     """
     steps = [Step("write", k, v) for k, v in desired.items() if actual.get(k) != v and k != schema.UPDATED]
     steps += [Step("rm", p, None) for p in _removals(desired, actual)]
     if not steps and schema.UPDATED in actual:
         return []   # a missing data/updated is itself a change: squeezed reads it as "agent present"
-    if (any(s.path in schema.OS_KEYS for s in steps) and schema.INSTALLED in desired
-            and not any(s.path.startswith(schema.HOST_WATCHED) for s in steps)):
+    if (schema.INSTALLED in desired and not any(s.path.startswith(schema.HOST_WATCHED) for s in steps)
+            and any(s.path.startswith("data/") and s.path not in schema.HOST_IGNORED for s in steps)):
         # Current xenopsd does not watch data/: rewriting Installed (same value) makes it look.
         steps.append(Step("write", schema.INSTALLED, desired[schema.INSTALLED]))
     steps.sort(key=lambda s: (schema.write_rank(s.path), s.path))

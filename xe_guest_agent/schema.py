@@ -21,8 +21,11 @@ MEMORY_KEYS = ("data/meminfo_total", "data/meminfo_free")
 FEATURE_BALLOON = "control/feature-balloon"
 
 # What current xenopsd watches of the keys we write (docs/host-contract.md section 2). It reads data/*
-# only when one of these fires, so a batch that changes data/os_* alone must touch one of them.
+# only when one of these fires, so a batch that changes data/* alone must touch one of them.
 HOST_WATCHED = ("attr/", "control/", "feature/", "xenserver/attr/")
+# data/ keys that need no such touch: xapi keeps no memory in VM_guest_metrics (the RRD's comes
+# from xcp-rrdd's own watch on data/meminfo_free), so a memory move alone is not worth a look.
+HOST_IGNORED = MEMORY_KEYS
 
 # Subtrees the agent owns outright: anything found below them that it did not put there is stale.
 OWNED_SUBTREES = ("attr/vif", "xenserver/attr/net-sriov-vf")
