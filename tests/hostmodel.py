@@ -202,6 +202,7 @@ class CurrentReader(Reader):
             "memory": {k: data.get("data/meminfo_" + k) for k in ("total", "free")},
             "other": other(control, data),
             "data_updated": data.get("data/updated"),
+            "netbios_name": netbios_name(data),
         }
 
 
@@ -223,6 +224,15 @@ def other(control, data=None):
     if (data or {}).get("data/ts") is not None:
         out["data-ts"] = data["data/ts"]
     return out
+
+
+def netbios_name(data):
+    """xapi's VM_guest_metrics.netbios_name: host_name from data/host_name_dns, with "." and
+    data/domain after it when that key exists (Xapi_guest_agent.get_initial_guest_metrics)."""
+    host, domain = data.get("data/host_name_dns"), data.get("data/domain")
+    if host is None:
+        return {}
+    return {"host_name": host if domain is None else "%s.%s" % (host, domain)}
 
 
 def pv_drivers_version(attr):

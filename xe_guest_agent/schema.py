@@ -19,6 +19,9 @@ IDENTITY = (UNIQUE_DOMAIN_ID, DOMID)
 OS_KEYS = ("data/os_name", "data/os_distro", "data/os_majorver", "data/os_minorver", "data/os_uname")
 MEMORY_KEYS = ("data/meminfo_total", "data/meminfo_free")
 FEATURE_BALLOON = "control/feature-balloon"
+# xapi's netbios_name["host_name"]: data/host_name_dns, then "." and data/domain if present.
+HOST_NAME, DOMAIN = "data/host_name_dns", "data/domain"
+HOST_NAME_KEYS = (HOST_NAME, DOMAIN)
 
 # What current xenopsd watches of the keys we write (docs/host-contract.md section 2). It reads data/*
 # only when one of these fires, so a batch that changes data/* alone must touch one of them.
@@ -31,7 +34,8 @@ HOST_IGNORED = MEMORY_KEYS
 OWNED_SUBTREES = ("attr/vif", "xenserver/attr/net-sriov-vf")
 
 # Keys the agent owns one by one: absent from the desired state means "remove if present".
-OWNED_KEYS = tuple(PVADDONS + "/" + k for k in VERSION_KEYS) + (INSTALLED, NOT_UPGRADABLE) + OS_KEYS + MEMORY_KEYS
+OWNED_KEYS = (tuple(PVADDONS + "/" + k for k in VERSION_KEYS) + (INSTALLED, NOT_UPGRADABLE) + OS_KEYS + MEMORY_KEYS
+              + HOST_NAME_KEYS)
 
 # What the agent watches: a change below any of these by someone else is repaired.
 WATCHED = IDENTITY + (PVADDONS, "data", "attr/vif", "control/feature-balloon", "xenserver/attr",

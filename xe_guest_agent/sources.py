@@ -2,11 +2,15 @@
 reading files once (a netlink socket, a timer) and hands the agent plain {key: value} data.
 """
 import logging
+import os
+import select
 import selectors
 import time
 
-from . import schema
-from .collectors import addresses, memory, os_info, vif
+from inotify_simple import flags
+
+from . import flagwatch, schema
+from .collectors import addresses, hostname, memory, os_info, vif
 
 log = logging.getLogger("xe-guest-agent")
 
@@ -187,5 +191,82 @@ class Network(Source):
         self._compute()
 
 
+class FileWatch(flagwatch.FlagWatch):
+    """A FlagWatch that also reports new content: a write to the file (or to the end of its
+    symlink chain) closed, besides creations, removals, renames and re-pointed links."""
+
+    def rearm(self):
+        super().rearm()
+        for d in set(self._watches.values()):
+            try:   # the same directory again: the kernel replaces its mask, the wd stays
+                self.inotify.add_watch(d, flagwatch.MASK | flags.CLOSE_WRITE)
+            except OSError:
+                pass   # vanished in between: its parent's event re-arms
+
+
+class HostName(Source):
+    """data/host_name_dns and data/domain (collectors/hostname.py), driven by events only.
+
+    The kernel signals a change of the host name through poll() on /proc/sys/kernel/hostname:
+    POLLERR|POLLPRI once after each sethostname() since the file was opened or last reported
+    (proc_sys_poll), then the value is read again with lseek and read. The file is always
+    readable, so a selector's EVENT_READ would spin: an epoll of its own waits for POLLPRI, and
+    the agent's selector waits on that. The notice is shared by every UTS namespace (one wait
+    queue for all), the value is the reader's own: a change made in another namespace reads the
+    same and writes nothing. /etc/hosts, which may give the domain, is watched with inotify.
+    """
+
+    PROC = "/proc/sys/kernel/hostname"
+
+    def __init__(self, root="/", proc=PROC):
+        self.proc, self.hosts = proc, os.path.join(root, "etc", "hosts")
+        self.fd = self.poller = self.watch = None
+        self.current = {}
+
+    def collect(self):
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.proc, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                log.warning("cannot read %s (%s): the host name will not be published", self.proc, e.strerror)
+        self._read()
+
+    def _read(self):
+        name = ""
+        if self.fd is not None:
+            try:
+                os.lseek(self.fd, 0, os.SEEK_SET)
+                name = os.read(self.fd, 4096).decode("ascii", "replace").strip()
+            except OSError as e:
+                log.debug("reading %s: %s", self.proc, e.strerror)
+        self.current = hostname.keys(name, lambda: hostname.read_hosts(self.hosts))
+
+    def attach(self, agent):
+        self.agent = agent
+        if self.fd is not None:
+            self.poller = select.epoll()
+            self.poller.register(self.fd, select.EPOLLPRI)
+            agent.selector.register(self.poller, selectors.EVENT_READ, self._on_name)
+        self.watch = FileWatch(self.hosts)
+        agent.selector.register(self.watch, selectors.EVENT_READ, self._on_hosts)
+
+    def _on_name(self):
+        # Reported once: the poll that saw it (this one, or the agent's epoll looking through
+        # ours) cleared it. Draining drops our epoll's ready entry so the agent's stops firing.
+        self.poller.poll(0)
+        self._read()
+
+    def _on_hosts(self):
+        if self.watch.changed():
+            self._read()
+
+    def keys(self):
+        return self.current
+
+    def reload(self, config):
+        self._read()
+
+
 def default_sources(config, sysfs="/sys", os_root="/", meminfo="/proc/meminfo"):
-    return [OsInfo(os_root), Memory(config, meminfo), Balloon(config), Network(config, sysfs)]
+    return [OsInfo(os_root), Memory(config, meminfo), Balloon(config), Network(config, sysfs),
+            HostName(os_root)]
