@@ -194,6 +194,7 @@ class CurrentReader(Reader):
         data = {k: v for k, v in self.tree("data", 1).items()}
         control = self.tree("control", 1)
         sriov = self.tree("xenserver/attr/net-sriov-vf", 3)
+        hotplug_vif, hotplug_vbd = self.read_many(["feature/hotplug/vif", "feature/hotplug/vbd"])
         return {
             "pv_drivers_version": pv_drivers_version(attr),
             "not_upgradable": attr.get("attr/PVAddons/NotUpgradable") == "1",
@@ -203,6 +204,8 @@ class CurrentReader(Reader):
             "other": other(control, data),
             "data_updated": data.get("data/updated"),
             "netbios_name": netbios_name(data),
+            "can_use_hotplug_vif": tristate(hotplug_vif),
+            "can_use_hotplug_vbd": tristate(hotplug_vbd),
         }
 
 
@@ -233,6 +236,11 @@ def netbios_name(data):
     if host is None:
         return {}
     return {"host_name": host if domain is None else "%s.%s" % (host, domain)}
+
+
+def tristate(value):
+    """xapi's get_tristate, for can_use_hotplug_vif/vbd: "1" yes, "0" no, anything else unspecified."""
+    return {"1": "yes", "0": "no"}.get(value, "unspecified")
 
 
 def pv_drivers_version(attr):

@@ -22,6 +22,9 @@ FEATURE_BALLOON = "control/feature-balloon"
 # xapi's netbios_name["host_name"]: data/host_name_dns, then "." and data/domain if present.
 HOST_NAME, DOMAIN = "data/host_name_dns", "data/domain"
 HOST_NAME_KEYS = (HOST_NAME, DOMAIN)
+# xapi's can_use_hotplug_vif / can_use_hotplug_vbd: "1" yes, "0" no, absent unspecified.
+HOTPLUG_VIF, HOTPLUG_VBD = "feature/hotplug/vif", "feature/hotplug/vbd"
+HOTPLUG_KEYS = (HOTPLUG_VIF, HOTPLUG_VBD)
 
 # What current xenopsd watches of the keys we write (docs/host-contract.md section 2). It reads data/*
 # only when one of these fires, so a batch that changes data/* alone must touch one of them.
@@ -35,11 +38,11 @@ OWNED_SUBTREES = ("attr/vif", "xenserver/attr/net-sriov-vf")
 
 # Keys the agent owns one by one: absent from the desired state means "remove if present".
 OWNED_KEYS = (tuple(PVADDONS + "/" + k for k in VERSION_KEYS) + (INSTALLED, NOT_UPGRADABLE) + OS_KEYS + MEMORY_KEYS
-              + HOST_NAME_KEYS)
+              + HOST_NAME_KEYS + HOTPLUG_KEYS)
 
 # What the agent watches: a change below any of these by someone else is repaired.
 WATCHED = IDENTITY + (PVADDONS, "data", "attr/vif", "control/feature-balloon", "xenserver/attr",
-           "xenserver/device/net-sriov-vf")
+           "xenserver/device/net-sriov-vf", "feature/hotplug")
 
 # The longest value we write. docs/host-contract.md says 2024 (a 24-byte header against C xenstored's
 # 2048-byte node), but each permission costs 8 bytes more: measured on Xen 4.17, a guest's node

@@ -10,7 +10,7 @@ import time
 from inotify_simple import flags
 
 from . import flagwatch, schema
-from .collectors import addresses, hostname, memory, os_info, vif
+from .collectors import addresses, hostname, hotplug, memory, os_info, vif
 
 log = logging.getLogger("xe-guest-agent")
 
@@ -267,6 +267,39 @@ class HostName(Source):
         self._read()
 
 
+class Hotplug(Source):
+    """feature/hotplug/vif|vbd (collectors/hotplug.py): "1" while sysfs shows the frontend.
+
+    A frontend built as a module may come later (udev loads it for the first device of its kind,
+    or an administrator does). sysfs gives no inotify event for that, and a uevent socket would
+    wake the agent for every device event on the machine, so it is checked again at every full
+    look (start, reconnect, new domain, resume) and on the memory tick: two stat() calls, no
+    wake-up of its own. Being late is harmless: until it is published xapi reads the key as
+    unspecified, which allows hot-plug for a guest with PV drivers, and the module that came
+    was loaded for a device that was already plugged.
+    """
+
+    def __init__(self, sysfs="/sys"):
+        self.sysfs, self.current = sysfs, {}
+
+    def collect(self):
+        self.current = hotplug.collect(self.sysfs)
+
+    def keys(self):
+        return self.current
+
+    def refresh(self, xs, dirty):
+        if dirty is None:
+            self.collect()
+
+    def on_timer(self, name):
+        if name == "memory":
+            self.collect()
+
+    def reload(self, config):
+        self.collect()
+
+
 def default_sources(config, sysfs="/sys", os_root="/", meminfo="/proc/meminfo"):
     return [OsInfo(os_root), Memory(config, meminfo), Balloon(config), Network(config, sysfs),
-            HostName(os_root)]
+            HostName(os_root), Hotplug(sysfs)]
