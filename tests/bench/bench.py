@@ -1,7 +1,7 @@
 """Benchmark: how fast the host sees a change, and what the agent costs at idle.
 
-    python3 -m tests.bench.bench [--toggles 400] [--migrations 50] [--idle 60] [--addresses 300]
-                                 [--fleet 10 50] [--fleet-idle 20]
+    python3 -m tests.bench.bench [--toggles 400] [--hostnames 200] [--migrations 50] [--idle 60]
+                                 [--addresses 300] [--fleet 10 50] [--fleet-idle 20]
 
 Everything runs on the real xenstored with the agent as guest 7 through the pty bridge, and is
 judged by the host model (tests/hostmodel.py): latency is from the file system change to the
@@ -39,6 +39,7 @@ from tests import hostmodel  # noqa: E402
 from tests.bench import fleet  # noqa: E402
 from tests.lab import daemon, trace  # noqa: E402
 from tests.sysfs_tree import SysfsTree  # noqa: E402
+from tests.utsns import UNSHARE, Renamer  # noqa: E402
 
 MEMORY_INTERVAL = 60.0   # the agent's default memory_interval (the bench's agent.conf is empty)
 
@@ -112,6 +113,7 @@ ROWS = [
         Target("<=", 300)),
     *latency_rows("flag -> host", "flag", p50=Target("<=", 3), p99=Target("<=", 10)),
     Row("flag", "flag -> host mean / max (ms)", lambda v: (statistics.mean(v), max(v))),
+    *latency_rows("hostname change -> host", "hostname", p50=Target("<=", 3), p99=Target("<=", 10)),
     Row("migration", "migration -> fully republished p50 (ms, n=%(n)d)", lambda v: pct(v, 50), "%.1f",
         Target("<=", 1000)),
     Row("migration", "migration -> fully republished max (ms)", lambda v: max(v), "%.1f"),
@@ -331,6 +333,24 @@ def bench_flag(bed, toggles):
     return lat
 
 
+def bench_hostname(bed, count):
+    """sethostname() in the agent's UTS namespace -> the current host model showing the name as
+    netbios_name (it reads data/ when the Installed rewrite fires its watch). Timed from just
+    before the call (tests/utsns.py); the machine's own host name is not touched."""
+    uts = Renamer(bed.agent.pid)
+    try:
+        lat = []
+        for i in range(count):
+            name = "bench-%d" % i
+            t0 = uts.sethostname(name)
+            seen = bed.current.wait_for(lambda v: v["netbios_name"].get("host_name") == name, since=t0,
+                                        timeout=5, what="host name %s" % name)
+            lat.append((seen - t0) * 1000)
+        return lat
+    finally:
+        uts.close()
+
+
 def bench_migration(bed, count):
     out = []
     for _ in range(count):
@@ -422,6 +442,7 @@ def bench_addresses(count):
 # latencies in ms). A new one is a line here, its option in main() and its rows in ROWS.
 BED_STEPS = [
     ("flag", "toggles", "flag file: %d toggles -> host", bench_flag),
+    ("hostname", "hostnames", "host name: %d sethostname() -> host", bench_hostname),
     ("migration", "migrations", "migration: %d -> fully republished", bench_migration),
 ]
 
@@ -430,7 +451,7 @@ def measure(args, progress):
     """Run the steps the options ask for; returns (results, rows)."""
     results, rows = {}, list(ROWS)
     with progress.step("start xenstored, guest 7 and the agent"):
-        bed = Bed()
+        bed = Bed(prefix=UNSHARE)   # a UTS namespace of its own, for bench_hostname
         try:
             seen = bed.legacy.wait_for(lambda v: v["valid"], timeout=10)
         except BaseException:
@@ -464,6 +485,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--toggles", type=int, default=400, metavar="N",
                     help="flag file changes timed to the host (default 400); 0: skip")
+    ap.add_argument("--hostnames", type=int, default=200, metavar="N",
+                    help="host name changes (sethostname in the agent's own UTS namespace) timed to the "
+                         "host (default 200); 0: skip")
     ap.add_argument("--migrations", type=int, default=50, metavar="N",
                     help="migrations timed until fully republished (default 50); 0: skip")
     ap.add_argument("--idle", type=float, default=60.0, metavar="S",

@@ -42,7 +42,7 @@ def test_a_miss_is_a_miss_line_and_exit_status_1():
 
 def test_every_declared_row_evaluates_on_results_of_the_shapes_the_steps_store():
     results = {
-        "start": {"ms": 90.0}, "flag": [2.0, 3.0], "migration": [17.0], "rss": {"mib": 19.0},
+        "start": {"ms": 90.0}, "flag": [2.0, 3.0], "hostname": [2.0], "migration": [17.0], "rss": {"mib": 19.0},
         "idle": {"seconds": 60.0, "requests_per_hour": 60.0, "writes_per_hour": 0.0, "wakeups_per_min": 2.0,
                  "cpu_s_per_hour": 0.6},
         "addr_add": [4.0], "addr_del": [3.0],
@@ -51,7 +51,7 @@ def test_every_declared_row_evaluates_on_results_of_the_shapes_the_steps_store()
     }
     lines = [row.evaluate(results) for row in ROWS + FLEET_ROWS]
     assert all(lines)
-    assert [line[3] for line in lines if line[3] is not None] == [True] * 9
+    assert [line[3] for line in lines if line[3] is not None] == [True] * 11
     assert any(line[0] == "fleet of 10: idle xenstored CPU (%) / requests per s" for line in lines)
 
 
