@@ -9,8 +9,11 @@
 # it in one apt run, in the chroot and under a running systemd; rpm -U of ours obsoletes a stand-in
 # xe-guest-utilities-latest. Then the rpm's payload, installed with rpm, runs with its vendored
 # modules on Python 3.6 with only click at the oldest version it declares (EL8's 6.7), through the
-# launcher's EL8 path (/usr/libexec/platform-python), and on the root's Python 3.11. Prints the time
-# of each step; exits non-zero with a FAIL: line on the first failure.
+# launcher's EL8 path (/usr/libexec/platform-python), and on the root's Python 3.11. Issue 9's guest
+# integration: the vCPU hot-add udev rule and the freeze-timeout tmpfiles.d entry of both packages,
+# judged by the root's own udev (udevadm test of a CPU "add", in and out of a Xen guest) and
+# systemd-tmpfiles against a stand-in /sys, and by the booted systemd. Prints the time of each
+# step; exits non-zero with a FAIL: line on the first failure.
 #
 # Usage (root, Debian 12, from the checkout root): bash .ci/packaging.sh
 # Caches in .cache/ (git-ignored): xen/ (xenstored), bookworm/ (bootstrapped root, apt's debs).
@@ -174,6 +177,42 @@ flag_roundtrip() {
     wait_for 5 xs_absent attr/PVAddons/NotUpgradable || die "NotUpgradable not removed after deleting the flag file"
 }
 
+# Guest integration (issue 9), judged by the root's own udev and systemd-tmpfiles, each run
+# chrooted in a private mount namespace on a tmpfs stand-in for /sys: nothing reaches the host's
+# CPUs or its /sys/power. sd-device refuses a /sys that is not sysfs unless
+# SYSTEMD_DEVICE_VERIFY_SYSFS=0 (its own test switch).
+# udev_cpu XEN ONLINE: an "add" event for a CPU device (cpu1, its online attribute ONLINE) through
+# every rule the root has (udevadm test), with /dev/xen/xenbus present (XEN=yes) or not (no);
+# prints the online attribute afterwards. udevadm's debug output: $WORK/udev-XEN-ONLINE.log.
+udev_cpu() {
+    unshare --mount --fork -- /bin/sh -euc '
+        R=$1 XEN=$2 ON=$3 LOG=$4 d=$1/sys/devices/system/cpu/cpu1
+        mount -t tmpfs -o mode=0755 sys-standin "$R/sys"
+        mkdir -p "$d" "$R/sys/bus/cpu/devices"
+        ln -s ../../../../bus/cpu "$d/subsystem"
+        : > "$d/uevent"; echo "$ON" > "$d/online"
+        mount -t tmpfs -o mode=0755 dev-standin "$R/dev"
+        if [ "$XEN" = yes ]; then mkdir "$R/dev/xen"; : > "$R/dev/xen/xenbus"; fi
+        mount -t tmpfs -o mode=0755 run "$R/run"
+        mount -t proc proc "$R/proc"
+        chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_DEVICE_VERIFY_SYSFS=0 \
+            udevadm test --action=add /devices/system/cpu/cpu1 > "$LOG" 2>&1
+        cat "$d/online"' sh "$R" "$1" "$2" "$WORK/udev-$1-$2.log"
+}
+# tmpfiles_freeze MODE: the root's systemd-tmpfiles --create xe-guest-agent.conf (found where
+# systemd looks) against /sys/power/pm_freeze_timeout = 20000 (the kernel's default) on a stand-in
+# /sys mounted MODE rw or ro (as in a container); prints its exit status and the value afterwards.
+tmpfiles_freeze() {
+    unshare --mount --fork -- /bin/sh -euc '
+        R=$1 MODE=$2 rc=0
+        mount -t tmpfs -o mode=0755 sys-standin "$R/sys"
+        mkdir "$R/sys/power"; echo 20000 > "$R/sys/power/pm_freeze_timeout"
+        [ "$MODE" = rw ] || mount -o remount,ro "$R/sys"
+        mount -t proc proc "$R/proc"
+        chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin systemd-tmpfiles --create xe-guest-agent.conf >&2 || rc=$?
+        echo "$rc $(cat "$R/sys/power/pm_freeze_timeout")"' sh "$R" "$1"
+}
+
 # ---------------------------------------------------------------------------------------------------
 step "tools (apt)"
 [ "$(id -u)" = 0 ] || die "run as root (apt, chroot, mount namespaces)"
@@ -252,11 +291,15 @@ step "deb: contents and maintainer scripts"
 dpkg-deb -c "$DEB" > "$WORK/deb.list"
 for f in ./lib/systemd/system/xe-guest-agent.service ./usr/bin/xe-guest-agent ./etc/xe-guest-agent/agent.conf \
          ./usr/share/xe-guest-agent/xe_guest_agent/cli.py ./usr/share/xe-guest-agent/inotify_simple.py \
-         ./usr/share/man/man8/xe-guest-agent.8.gz; do
+         ./usr/share/man/man8/xe-guest-agent.8.gz ./lib/udev/rules.d/60-xe-guest-agent.rules \
+         ./usr/lib/tmpfiles.d/xe-guest-agent.conf; do
     grep -q " $f\$" "$WORK/deb.list" || die "$f missing from $DEB"
 done
 mkdir "$WORK/deb"; dpkg-deb -e "$DEB" "$WORK/deb/DEBIAN"; dpkg-deb -x "$DEB" "$WORK/deb"
 cmp packaging/xe-guest-agent.service "$WORK/deb/lib/systemd/system/xe-guest-agent.service" || die "packaged unit differs from packaging/"
+cmp packaging/xe-guest-agent.rules "$WORK/deb/lib/udev/rules.d/60-xe-guest-agent.rules" || die "packaged udev rule differs from packaging/"
+cmp packaging/xe-guest-agent.tmpfiles "$WORK/deb/usr/lib/tmpfiles.d/xe-guest-agent.conf" || die "packaged tmpfiles.d entry differs from packaging/"
+grep -q 'systemd-tmpfiles .*--create xe-guest-agent.conf' "$WORK/deb/DEBIAN/postinst" || die "postinst does not apply the tmpfiles.d entry"
 grep -qx /etc/xe-guest-agent/agent.conf "$WORK/deb/DEBIAN/conffiles" || die "agent.conf is not a conffile"
 grep -q "deb-systemd-helper enable 'xe-guest-agent.service'" "$WORK/deb/DEBIAN/postinst" || die "postinst does not enable the unit"
 grep -q "deb-systemd-invoke \$_dh_action 'xe-guest-agent.service'" "$WORK/deb/DEBIAN/postinst" || die "postinst does not start the unit"
@@ -275,21 +318,24 @@ done
 for f in Homepage Vcs-Git Vcs-Browser Maintainer; do say "$f: $(dpkg-deb -f "$DEB" $f)"; done
 [ -n "$(dpkg-deb -f "$DEB" Homepage)" ] || die "no Homepage"
 [[ $(dpkg-deb -f "$DEB" Maintainer) != *example.* ]] || die "placeholder Maintainer address"
-say "unit, conffile, postinst (enable+start, py3compile), prerm (stop), postrm (purge): present"
+say "unit, udev rule, tmpfiles.d entry, conffile, postinst (enable+start, py3compile, tmpfiles), prerm (stop), postrm (purge): present"
 
 step "rpm: file list and scriptlets"
 rpm -qlp "$RPM" > "$WORK/rpm.list"
 for f in /usr/lib/systemd/system/xe-guest-agent.service /usr/bin/xe-guest-agent /etc/xe-guest-agent/agent.conf \
-         /usr/share/xe-guest-agent/pyxs/client.py /usr/share/xe-guest-agent/inotify_simple.py; do
+         /usr/share/xe-guest-agent/pyxs/client.py /usr/share/xe-guest-agent/inotify_simple.py \
+         /usr/lib/udev/rules.d/60-xe-guest-agent.rules /usr/lib/tmpfiles.d/xe-guest-agent.conf; do
     grep -qx "$f" "$WORK/rpm.list" || die "$f missing from rpm -qlp"
 done
-rpm -qlp "$RPM" | grep -E 'service|bin/|preset'
+rpm -qlp "$RPM" | grep -E 'service|bin/|preset|rules|tmpfiles'
 rpm -qp --scripts "$RPM" | tee "$WORK/rpm.scripts"
 for s in postinstall preuninstall postuninstall; do grep -q "^$s scriptlet" "$WORK/rpm.scripts" || die "rpm has no $s scriptlet"; done
 grep -q 'preset xe-guest-agent.service' "$WORK/rpm.scripts" || die "%post does not preset the unit"
 grep -q 'disable --now xe-guest-agent.service' "$WORK/rpm.scripts" || die "%preun does not stop+disable the unit"
 grep -q 'try-restart xe-guest-agent.service' "$WORK/rpm.scripts" || die "%postun does not restart the unit"
 grep -q '^posttrans scriptlet' "$WORK/rpm.scripts" || die "rpm has no %posttrans (starts the agent after the obsoleted ones are gone)"
+grep -q 'systemd-tmpfiles --create xe-guest-agent.conf' "$WORK/rpm.scripts" || die "%post does not apply the tmpfiles.d entry"
+grep -q 'udevadm control --reload' "$WORK/rpm.scripts" || die "%post does not reload udev rules"
 rpm -qp --requires "$RPM" > "$WORK/rpm.requires"
 grep -qx "python3-click >= $CLICK_OLDEST" "$WORK/rpm.requires" || die "rpm does not require python3-click >= $CLICK_OLDEST"
 grep -qx '(platform-python or python3 >= 3.6)' "$WORK/rpm.requires" || die "rpm does not accept EL8's platform-python or python3 >= 3.6"
@@ -302,7 +348,12 @@ done
 say "requires: $(grep -v '^rpmlib\|^/bin/sh\|^config(' "$WORK/rpm.requires" | paste -sd ';')"
 say "obsoletes + conflicts: $(rpm -qp --obsoletes "$RPM" | paste -sd ' ')"
 rpm -qp --qf 'URL: %{URL}\nBugURL: %{BUGURL}\n' "$RPM"
-mkdir -p "$WORK/rpmx"; (cd "$WORK/rpmx" && rpm2cpio "$TOP/$RPM" | cpio -idm --quiet ./usr/bin/xe-guest-agent)
+mkdir -p "$WORK/rpmx"; (cd "$WORK/rpmx" && rpm2cpio "$TOP/$RPM" | cpio -idm --quiet ./usr/bin/xe-guest-agent \
+    ./usr/lib/udev/rules.d/60-xe-guest-agent.rules ./usr/lib/tmpfiles.d/xe-guest-agent.conf)
+cmp packaging/xe-guest-agent.rules "$WORK/rpmx/usr/lib/udev/rules.d/60-xe-guest-agent.rules" || die "the rpm's udev rule differs from packaging/"
+# The rpm's entry is the deb's with plain "w": EL8's systemd-tmpfiles 239 rejects the "-" modifier.
+grep -qx 'w /sys/power/pm_freeze_timeout - - - - 300000' "$WORK/rpmx/usr/lib/tmpfiles.d/xe-guest-agent.conf" \
+    || die "the rpm's tmpfiles.d entry is not the plain-w freeze timeout line"
 say "launcher: $(head -n 1 "$WORK/rpmx/usr/bin/xe-guest-agent")"
 grep -q '/usr/libexec/platform-python' "$WORK/rpmx/usr/bin/xe-guest-agent" || die "the rpm launcher does not use EL8's platform-python"
 rpm -qp --configfiles "$RPM" | grep -qx /etc/xe-guest-agent/agent.conf || die "agent.conf is not %config in the rpm"
@@ -454,13 +505,36 @@ stop_agent
 if grep -qiE 'read-only file system|EROFS' "$WORK/agent-ro.log"; then cat "$WORK/agent-ro.log"; die "errors in the agent's log"; fi
 say "clean exit; log:"; sed 's/^/  /' "$WORK/agent-ro.log" | tail -n 15
 
-step "systemd-analyze verify (installed unit, systemd + man-db added to the root)"
-root_apt apt-get install -y -q --no-install-recommends systemd dbus man-db > "$WORK/root-apt.log" 2>&1 \
+step "systemd-analyze verify (installed unit, systemd + udev + man-db added to the root)"
+root_apt apt-get install -y -q --no-install-recommends systemd dbus udev man-db > "$WORK/root-apt.log" 2>&1 \
     || { tail -n 30 "$WORK/root-apt.log"; die "installing systemd in the root failed"; }
 in_root rw "" systemd-analyze verify xe-guest-agent.service > "$WORK/verify.txt" 2>&1 || true
 cat "$WORK/verify.txt"
 [ ! -s "$WORK/verify.txt" ] || die "systemd-analyze verify is not clean"
 say "systemd-analyze verify: clean"
+
+step "guest integration: vCPU rule and freeze timeout, by the root's udev and systemd-tmpfiles (stand-in /sys)"
+# The installed rule parses (udev 252 has no "udevadm verify"; a bad line logs file:line) and, for
+# a CPU's "add" event, writes online=1 only in a Xen guest and only for an offline CPU.
+for c in "yes 0 1" "no 0 0" "yes 1 1"; do
+    read -r XB ON WANT <<< "$c"
+    LOG=$WORK/udev-$XB-$ON.log
+    GOT=$(udev_cpu "$XB" "$ON") || { tail -n 20 "$LOG"; die "udevadm test failed in the root"; }
+    grep -q '^Reading rules file: /usr/lib/udev/rules.d/60-xe-guest-agent.rules$' "$LOG" || die "udev does not read the rule"
+    if grep '60-xe-guest-agent.rules' "$LOG" | grep -vE -e '^Reading rules file' -e "rules:[0-9]+ ATTR '/sys/devices/system/cpu/cpu1/online' writing '1'$"; then
+        die "udev logged the lines above for the rule"
+    fi
+    WROTE=no; grep -qE "60-xe-guest-agent.rules:[0-9]+ ATTR .* writing '1'" "$LOG" && WROTE=yes
+    say "  /dev/xen/xenbus: $XB, online $ON -> online $GOT (the rule wrote: $WROTE)"
+    [ "$GOT" = "$WANT" ] || die "xenbus $XB, online $ON: online is $GOT afterwards, expected $WANT"
+done
+[ "$(grep -cE "60-xe-guest-agent.rules:[0-9]+ ATTR" "$WORK/udev-yes-1.log" "$WORK/udev-no-0.log" | awk -F: '{s += $2} END {print s}')" = 0 ] \
+    || die "the rule wrote to an online CPU or outside Xen"
+# The freeze timeout: written by systemd-tmpfiles --create, and not an error on a read-only /sys.
+OUT=$(tmpfiles_freeze rw) && [ "$OUT" = "0 300000" ] || die "systemd-tmpfiles: '$OUT' (status, value), expected '0 300000'"
+say "  systemd-tmpfiles --create xe-guest-agent.conf: pm_freeze_timeout 20000 -> ${OUT#* }"
+OUT=$(tmpfiles_freeze ro 2>&1 | tail -n 1) && [ "$OUT" = "0 20000" ] || die "systemd-tmpfiles on a read-only /sys: '$OUT', expected '0 20000'"
+say "  on a read-only /sys: exit status 0, value left alone"
 
 step "the unit under real systemd (the root booted with systemd-nspawn)"
 # The root's systemd as PID 1 runs the packaged unit with its whole sandbox (seccomp, namespaces,
@@ -480,6 +554,13 @@ in_ct systemctl show xe-guest-agent -p UnitFileState -p ActiveState -p Condition
 [ "$(in_ct systemctl show xe-guest-agent -p UnitFileState --value)" = enabled ] || die "the unit is not enabled"
 [ "$(in_ct systemctl show xe-guest-agent -p ConditionResult --value)" = no ] || die "ConditionVirtualization=xen did not skip the unit"
 ! in_ct systemctl is-failed -q xe-guest-agent || die "the skipped unit counts as failed"
+# The boot's systemd-tmpfiles read the freeze timeout, and the container's read-only /sys did not
+# fail it ("w-").
+in_ct systemd-tmpfiles --cat-config 2>/dev/null | grep -qx 'w- /sys/power/pm_freeze_timeout - - - - 300000' \
+    || die "systemd-tmpfiles --cat-config does not show the freeze timeout"
+[ "$(in_ct systemctl show systemd-tmpfiles-setup.service -p Result --value)" = success ] \
+    || { in_ct journalctl -b -u systemd-tmpfiles-setup --no-pager | tail -n 10; die "systemd-tmpfiles-setup.service failed in the container"; }
+say "systemd-tmpfiles-setup.service: $(in_ct systemctl show systemd-tmpfiles-setup.service -p ActiveState --value), Result=success, freeze timeout in its config; failed units: $(in_ct systemctl list-units --failed --plain --no-legend | wc -l)"
 mkdir -p "$R/etc/systemd/system/xe-guest-agent.service.d"
 printf '%s\n' '[Unit]' 'ConditionVirtualization=' '[Service]' 'ExecStart=' \
     'ExecStart=/usr/bin/xe-guest-agent run --xenstore /run/xenstored/socket --log-level info' \
@@ -564,7 +645,8 @@ rm -r "$R/etc/systemd/system/xe-guest-agent.service.d"
 step "rpm -U in the root: declared dependencies, obsoletes today's agent (stand-in xe-guest-utilities-latest)"
 root_apt dpkg --purge xe-guest-agent > /dev/null
 for f in /usr/share/xe-guest-agent /etc/xe-guest-agent /etc/systemd/system/multi-user.target.wants/xe-guest-agent.service \
-         /var/lib/systemd/deb-systemd-helper-enabled/xe-guest-agent.service.dsh-also; do
+         /var/lib/systemd/deb-systemd-helper-enabled/xe-guest-agent.service.dsh-also \
+         /lib/udev/rules.d/60-xe-guest-agent.rules /usr/lib/tmpfiles.d/xe-guest-agent.conf; do
     [ ! -e "$R$f" ] && [ ! -L "$R$f" ] || die "dpkg --purge left $f behind"
 done
 say "dpkg --purge: no files, byte-code or enablement left"
@@ -605,6 +687,10 @@ sed 's/^/  /' "$WORK/xgul-again.log"
 [ -L "$R/etc/systemd/system/multi-user.target.wants/xe-guest-agent.service" ] || die "%post (preset) did not enable the unit"
 root_rpm -V xe-guest-agent || die "rpm -V: installed files differ from the package"
 say "rpm -U: xe-guest-utilities-latest obsoleted in the same transaction, refused afterwards; enabled by the preset"
+# The rpm's plain-w freeze timeout line, found and applied by the root's systemd-tmpfiles (252).
+OUT=$(tmpfiles_freeze rw) && [ "$OUT" = "0 300000" ] || die "rpm: systemd-tmpfiles: '$OUT' (status, value), expected '0 300000'"
+GOT=$(udev_cpu yes 0) && [ "$GOT" = 1 ] || die "rpm: the udev rule did not online the CPU"
+say "rpm's tmpfiles.d entry: pm_freeze_timeout 20000 -> ${OUT#* }; its udev rule (/usr/lib/udev/rules.d): online 0 -> $GOT"
 
 step "rpm payload on Python 3.6 with only click $CLICK_OLDEST (EL8's platform-python path)"
 [ -x "$PY36" ] || die "no Python 3.6 at $PY36 (set PY36)"
