@@ -23,9 +23,10 @@ PRODUCT_VERSION = (1, 0, 0)   # the host's idea of the current tools version
 
 
 # OCaml's int_of_string, which xapi parses versions and indexes with: an optional sign, decimal
-# digits or a 0x/0o/0b prefix, '_' allowed after the first digit; no spaces (Python's int() takes
+# digits or a 0x/0o/0b/0u prefix, '_' allowed after the first digit; no spaces (Python's int() takes
 # " 1\n" and non-ASCII digits, xapi does not); 63-bit (decimal may not overflow, others wrap).
-_OCAML_INT = re.compile(r"([-+]?)(0[xX][0-9a-fA-F][0-9a-fA-F_]*|0[oO][0-7][0-7_]*|0[bB][01][01_]*|[0-9][0-9_]*)\Z")
+_OCAML_INT = re.compile(r"([-+]?)(0[xX][0-9a-fA-F][0-9a-fA-F_]*|0[oO][0-7][0-7_]*|0[bB][01][01_]*|0[uU][0-9][0-9_]*"
+                        r"|[0-9][0-9_]*)\Z")
 
 
 def _int(text):
@@ -34,11 +35,10 @@ def _int(text):
         return None
     sign, digits = -1 if m.group(1) == "-" else 1, m.group(2).replace("_", "")
     if digits[1:2].isalpha():
-        value = int(digits, 0)
+        value = int(digits[2:], {"x": 16, "o": 8, "b": 2, "u": 10}[digits[1].lower()])
         if value >= 1 << 63:
             return None
-        value = value - (1 << 63) if value >= 1 << 62 else value
-        return sign * value
+        return (sign * value + (1 << 62)) % (1 << 63) - (1 << 62)   # signed, then wrapped to 63 bits
     value = sign * int(digits)
     return value if -(1 << 62) <= value < 1 << 62 else None
 

@@ -1,4 +1,5 @@
-"""Command line: `run` the agent, `show` what it would publish, read back its `status`.
+"""Command line: `run` the agent, `show` what it would publish, read back its `status` (and, with
+--host, what xapi makes of it).
 
 Works with click 6.7 (RHEL 8) and later: no option feature newer than 6.7 is relied on.
 """
@@ -17,7 +18,7 @@ import os        # noqa: E402
 import click     # noqa: E402
 import click.core  # noqa: E402
 
-from . import __version__, publisher, schema  # noqa: E402
+from . import __version__, hostview, publisher, schema, xstool  # noqa: E402
 from . import config as configmod  # noqa: E402
 from .xenstore import DEFAULT_PATHS, XenStore, default_path, in_xen_guest  # noqa: E402
 
@@ -161,10 +162,24 @@ def show(config_path, flag_file, sysfs, os_root, meminfo, as_json, **versions):
 @cli.command()
 @click.option("--xenstore", "explicit_path", metavar="PATH", help="Unix socket or xenbus device.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-def status(explicit_path, as_json):
-    """Print the agent's keys as XenStore holds them now."""
+@click.option("--host", "host", is_flag=True,
+              help="Print what xapi makes of the guest's keys, by the host's own rules, and a warning "
+                   "for each thing a host would drop or misread.")
+@click.option("--product-version", metavar="X.Y.Z",
+              help="With --host: the host's version, for the proposal's PV_drivers_up_to_date.")
+def status(explicit_path, as_json, host, product_version):
+    """Print the agent's keys as XenStore holds them now (--host: as xapi sees them)."""
     default_signals()
+    product = None
+    if product_version is not None:
+        if not host:
+            fail("--product-version goes with --host (see 'xe-guest-agent status --help')")
+        product = hostview.parse_product_version(product_version)
+        if product is None:
+            fail("--product-version %r: must be X.Y.Z, three integers" % product_version)
     path = xenstore_path(explicit_path)
+    if host:
+        return host_status(path, as_json, product)
     xs = XenStore(path)
     try:
         xs.connect()
@@ -182,6 +197,25 @@ def status(explicit_path, as_json):
     print_keys(state, as_json)
 
 
+def host_status(path, as_json, product):
+    xs = XenStore(path)
+    try:
+        xs.connect()
+        nodes, backends = xstool.read_home(xs)
+    except xstool.ToolError as e:
+        fail(str(e), e.status)
+    except Exception as e:   # unreachable, refused, timed out: one line either way
+        fail("cannot read XenStore at %s: %s" % (path, e), RUNTIME)
+    finally:
+        xs.close()
+    view = hostview.view(nodes, product, backends)
+    if as_json:
+        click.echo(json.dumps(hostview.sorted_view(view), indent=2))
+    else:
+        for line in hostview.text_lines(view):
+            click.echo(line)
+
+
 def print_keys(state, as_json):
     keys = sorted(state, key=lambda k: (schema.write_rank(k), k))
     if as_json:
@@ -189,3 +223,4 @@ def print_keys(state, as_json):
     else:
         for k in keys:
             click.echo("%s = %s" % (k, state[k]))
+
