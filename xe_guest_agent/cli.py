@@ -1,5 +1,5 @@
 """Command line: `run` the agent, `show` what it would publish, read back its `status` (and, with
---host, what xapi makes of it).
+--host, what xapi makes of it), and `xenstore` read|write|rm|ls|exists|watch for guest scripts.
 
 Works with click 6.7 (RHEL 8) and later: no option feature newer than 6.7 is relied on.
 """
@@ -224,3 +224,105 @@ def print_keys(state, as_json):
         for k in keys:
             click.echo("%s = %s" % (k, state[k]))
 
+
+# -- xenstore: the classic tools for guest scripts -------------------------------------------------
+
+def xenstore_option(f):
+    return click.option("--xenstore", "explicit_path", metavar="PATH",
+                        help="Unix socket or xenbus device (default $XENSTORED_PATH, /dev/xen/xenbus, "
+                             "/proc/xen/xenbus).")(f)
+
+
+@cli.group("xenstore")
+def xenstore_tools():
+    """Read and write XenStore from guest scripts, as xenstore-read, -write, -rm, -list, -exists and
+    -watch do. A relative PATH lies below the guest's home (/local/domain/<domid>); an absolute one
+    is used as given. A missing key exits 1."""
+
+
+def tool(explicit_path, action, check=()):
+    """Check the paths (a bad one is a usage error), then run action(xs) on the connection."""
+    try:
+        for p in check:
+            xstool.valid(p)
+    except xstool.ToolError as e:
+        fail(str(e), e.status)
+    path = xenstore_path(explicit_path)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `| head` ends us quietly, as it does the C tools
+    try:
+        return xstool.run(path, action)
+    except xstool.ToolError as e:
+        fail(str(e), e.status)
+
+
+def paths_argument(required=True):
+    return click.argument("paths", nargs=-1, required=required, metavar="PATH..." if required else "[PATH]...")
+
+
+def stdout():
+    return click.get_binary_stream("stdout")
+
+
+@xenstore_tools.command("read")
+@xenstore_option
+@click.option("-R", "--raw", is_flag=True, help="Print the value's bytes alone, with no newline after it.")
+@paths_argument()
+def xenstore_read(explicit_path, raw, paths):
+    """Print the value of each PATH, as it is, one a line (in one transaction)."""
+    default_signals()
+    tool(explicit_path, lambda xs: xstool.read(xs, paths, stdout(), raw), paths)
+
+
+@xenstore_tools.command("write", context_settings={"ignore_unknown_options": True,
+                                                   "allow_interspersed_args": False})
+@xenstore_option
+@click.argument("args", nargs=-1, required=True, metavar="PATH VALUE...")
+def xenstore_write(explicit_path, args):
+    """Write each VALUE, as it is, to its PATH (several: all in one transaction)."""
+    default_signals()
+    for p in args[::2]:
+        if p.startswith("-"):
+            fail("no such option: %s (see 'xe-guest-agent xenstore write --help')" % p)
+    if len(args) % 2:
+        fail("%s has no VALUE: give PATH VALUE pairs (see 'xe-guest-agent xenstore write --help')" % args[-1])
+    pairs = [(p, os.fsencode(v)) for p, v in zip(args[::2], args[1::2])]
+    tool(explicit_path, lambda xs: xstool.write(xs, pairs), args[::2])
+
+
+@xenstore_tools.command("rm")
+@xenstore_option
+@paths_argument()
+def xenstore_rm(explicit_path, paths):
+    """Remove each PATH and everything below it (several: in one transaction)."""
+    default_signals()
+    tool(explicit_path, lambda xs: xstool.rm(xs, paths), paths)
+
+
+@xenstore_tools.command("ls")
+@xenstore_option
+@click.option("-r", "--recursive", is_flag=True, help="Every node below, as a path relative to PATH.")
+@paths_argument(required=False)
+def xenstore_ls(explicit_path, recursive, paths):
+    """Print the children of each PATH (default: the guest's home), one a line."""
+    default_signals()
+    tool(explicit_path, lambda xs: xstool.ls(xs, paths, stdout(), recursive), paths)
+
+
+@xenstore_tools.command("exists")
+@xenstore_option
+@paths_argument()
+def xenstore_exists(explicit_path, paths):
+    """Exit 0 if every PATH exists, 1 if one does not (printing nothing)."""
+    default_signals()
+    if not tool(explicit_path, lambda xs: xstool.exists(xs, paths), paths):
+        sys.exit(RUNTIME)
+
+
+@xenstore_tools.command("watch")
+@xenstore_option
+@click.option("-n", "--number", "count", type=click.IntRange(1), metavar="N", help="Stop after N events.")
+@paths_argument()
+def xenstore_watch(explicit_path, count, paths):
+    """Print the path of each change at or below each PATH, one a line, until SIGINT or SIGTERM
+    (exit 0) or N events. xenstored fires a watch once when it is set: that is the first line."""
+    tool(explicit_path, lambda xs: xstool.watch(xs, paths, stdout(), count), paths)
