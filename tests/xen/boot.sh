@@ -20,18 +20,23 @@ case "$ACCEL" in
   # (#PF[0001] on its own stack, "domain_crash_sync ... create_bounce_frame").
   # -avx,-avx2: QEMU 7.2 TCG AVX emulation corrupted Python once (AttributeError importing enum).
   # -rdtscp: QEMU SVM has no NRIP save, Xen cannot emulate RDTSCP exits of a PVH guest ("SVM Insn len emulation failed").
-  # TCG_THREAD=multi|single. Either way, on this machine PV domains' memory was corrupted in most
-  # boots (tests/xen/README.md); single-threaded TCG did not help, and is slower.
-  tcg) ACC=(-accel "tcg,thread=${TCG_THREAD:-multi}" -cpu max,-smap,-smep,-avx,-avx2,-rdtscp) ;;
+  # -xsave*: with XSAVE, user processes of the guests (PV and PVH alike) and of dom0 died in most
+  # boots on garbage pointers in libc (malloc, __cxa_finalize), while no kernel ever oopsed: their
+  # register state did not survive Xen's context switches under QEMU 7.2's XSAVE emulation.
+  # Without it Xen and the kernels use FXSAVE (tests/xen/README.md has the runs).
+  # QEMU_CPU overrides the whole model; TCG_THREAD=multi|single.
+  tcg) ACC=(-accel "tcg,thread=${TCG_THREAD:-multi}"
+            -cpu "${QEMU_CPU:-max,-smap,-smep,-avx,-avx2,-rdtscp,-xsave,-xsaveopt,-xsavec,-xsaves}") ;;
   # /dev/kvm here is kvm_pvm (no VMX/SVM): QEMU needs -arch-capabilities, and Xen still dies with
   # "KVM internal error. Suberror: 1" before printing anything.
   kvm) ACC=(-enable-kvm -cpu host,-arch-capabilities) ;;
 esac
-XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 bootscrub=0 loglvl=all guest_loglvl=all console_timestamps=boot"
+XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=${SMP:-2} bootscrub=0 loglvl=all guest_loglvl=all console_timestamps=boot"
 XENSTORED=${XENSTORED:-oxenstored}   # oxenstored | c
-MODE=${MODE:-test}                   # test | demo | boots (BOOTS=N boots of the guest, timed; TYPE=pvh)
+MODE=${MODE:-test}                   # test | demo | boots (BOOTS=N boots of the guest, timed)
+TYPE=${TYPE:-pv}                     # the guest of boots and demo (and of test, whose migration is PVH): pv | pvh
 DOM0_ARGS="root=/dev/vda rw console=hvc0 earlyprintk=xen xenbed.autotest=1 xenbed.xenstored=$XENSTORED xenbed.mode=$MODE xenbed.boots=${BOOTS:-10} xenbed.type=${TYPE:-pv}"
-QEMU=(qemu-system-x86_64 "${ACC[@]}" -machine pc -m 3G -smp 2 -display none -monitor none -serial stdio
+QEMU=(qemu-system-x86_64 "${ACC[@]}" -machine pc -m 3G -smp "${SMP:-2}" -display none -monitor none -serial stdio
   -no-reboot -nic none
   -kernel "$OUT/xen" -append "$XEN_ARGS"
   -initrd "$OUT/vmlinuz $DOM0_ARGS,$OUT/initrd.img"

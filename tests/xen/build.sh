@@ -95,7 +95,7 @@ mkimg() {  # DIR IMG SIZE_MB
 }
 
 # Bump a recipe number when its stage changes (images are cached on it; FORCE=1 rebuilds all).
-DOMU_RECIPE=2
+DOMU_RECIPE=3
 DOM0_RECIPE=2
 # --- 3. domU root ----------------------------------------------------------------------------------
 DOMU_BASE=$B/cache/domu-root
@@ -107,6 +107,12 @@ if ! stamp_ok "$DOMU_BASE.tar" "$KEY_DOMU_BASE"; then
     --include="$BASE_PKGS,python3-click,python3-pyxs,strace" \
     "$SUITE" "$DOMU_BASE" "${MIRRORS[@]}" > "$B/cache/mmdebstrap-domu.log" 2>&1
   common_config "$DOMU_BASE" agentvm /dev/xvda
+  # Under load blkfront can come after the initramfs's 30 s wait for the root disk, and the boot
+  # drops to a shell. Not rootdelay=: Debian's init sleeps that long unconditionally before it
+  # even looks (a 300 s delay made every boot take 340 s). The wait itself is made longer instead.
+  sed -i 's/^\(\s*\)slumber=30$/\1slumber=300/' "$DOMU_BASE/usr/share/initramfs-tools/scripts/local"
+  grep -q 'slumber=300' "$DOMU_BASE/usr/share/initramfs-tools/scripts/local"
+  chroot "$DOMU_BASE" update-initramfs -u -k all > "$B/cache/initramfs-domu.log" 2>&1
   # eth0 (netfront; systemd 252 names it enX0) gets a static address; no DHCP, no RA.
   wr "$DOMU_BASE" /etc/systemd/network/50-vif.network <<'EOF'
 [Match]
