@@ -537,6 +537,11 @@ class Sniffer:
         self.t.join(2)
         self.s.close()
 
+    def summary(self, mac, since):
+        """Every frame from `mac` after `since`: (seconds after since, ethertype, length)."""
+        src = bytes.fromhex(mac.replace(":", ""))
+        return [(round(t - since, 2), f[12:14].hex(), len(f)) for t, f in self.frames if t >= since and f[6:12] == src]
+
     def announcements(self, mac, ipv4, since):
         """(first gratuitous ARP time, first unsolicited NA time) from `mac` after `since`."""
         import socket
@@ -657,7 +662,7 @@ def migration():
     con.close()
     want = agent_keys(dom)
     sniff = Sniffer()
-    t = time.time()
+    t = t_migrate = time.time()
     rc, out = sh("xl migrate -s '' -p %s 'xl migrate-receive'" % NAME, timeout=900)
     timing("pvh_xl_migrate_s", round(time.time() - t, 1))
     if not check("PVH: xl migrate (localhost, live)", rc == 0, out.strip()[-400:]):
@@ -676,8 +681,13 @@ def migration():
     arp = na = None
     while time.time() < deadline and (arp is None or na is None):
         time.sleep(0.5)
-        arp, na = sniff.announcements("00:16:3e:5a:00:01", "192.0.2.10", t)
+        arp, na = sniff.announcements("00:16:3e:5a:00:01", "192.0.2.10", t_migrate)
     sniff.close()
+    frames = sniff.summary("00:16:3e:5a:00:01", t_migrate)
+    save("migration-frames.json", json.dumps({"unpause_after_migrate_start": round(t - t_migrate, 2),
+                                              "frames": frames, "all": len(sniff.frames)}))
+    log("frames from the guest on xenbr0 since the migration began (unpause at +%.1f s): %s of %d: %s"
+        % (t - t_migrate, len(frames), len(sniff.frames), frames[:20]))
     timing("pvh_migrate_unpause_to_arp_s", round(arp - t, 2) if arp else None)
     timing("pvh_migrate_unpause_to_na_s", round(na - t, 2) if na else None)
     check("PVH: after migration the guest announced itself on xenbr0 (gratuitous ARP and unsolicited "
@@ -803,6 +813,12 @@ finally:
     save("checks.json", json.dumps(results, indent=1))
     save("timings.json", json.dumps(timings, indent=1))
     sh("xl dmesg > %s/xl-dmesg.txt 2>&1; journalctl -b --no-pager > %s/dom0-journal.txt 2>&1" % (RES, RES))
+    # The guest's own journal, every boot of it, read from its disk once no domain uses it (with
+    # AGENT_CONF='log_level = debug' in build.sh, this is the agent's whole wire log).
+    sh("xl destroy %s 2>/dev/null; sleep 2; mkdir -p /mnt/guest && mount -o ro,noload /dev/vdb /mnt/guest && "
+       "journalctl -D /mnt/guest/var/log/journal --no-pager -o short-precise > %s/guest-journal.txt 2>&1; "
+       "journalctl -D /mnt/guest/var/log/journal --no-pager -o short-precise -u xe-guest-agent > %s/guest-agent-journal.txt 2>&1; "
+       "umount /mnt/guest" % (NAME, RES, RES), timeout=300)
     sh("cp -r /var/log/xen %s/var-log-xen" % RES)
     npass = sum(r["ok"] for r in results)
     nfail = len(results) - npass
