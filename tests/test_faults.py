@@ -9,6 +9,7 @@ Fast by default; XGA_SOAK=1 runs the long variants (20 restarts, 50 migrations, 
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -350,6 +351,22 @@ def test_a_refusal_names_its_request_then_the_agent_goes_on(guest, xenstored, ru
     assert "publishing failed: xenstore answered EINVAL to DIRECTORY attr/vif; retrying" in log, log
 
 
+def test_requests_on_the_device_never_share_the_kernels_message_buffer(guest, xenstored, run_agent, flag, workdir):
+    """Seen on a real guest: Linux's xenbus device sends a request's body from the file's one
+    message buffer when its thread gets to it, so a request written before the last one was
+    answered may overwrite it. The agent's pipelined writes went out as `READ "\\0omid"` (EINVAL)
+    and as writes to "T", the commit's body (EACCES), and the host saw one key in twenty. The
+    bridge sends bodies as that kernel does; the agent must wait for each reply."""
+    flag.write_text("")
+    agent = run_agent(guest.device, log_level="debug")
+    wait_tree(xenstored, guest, expected(workdir, flag), timeout=5, log=agent)
+    flag.unlink()
+    wait_tree(xenstored, guest, expected(workdir, flag), timeout=5, log=agent)
+    log = clean(agent.log())
+    assert "WARNING" not in log, log[-3000:]
+    assert set(re.findall(r"< ERROR rq=\d+ tx=\d+ (\w+)", log)) <= {"ENOENT"}, log[-3000:]
+
+
 def test_e2big_on_one_key_the_rest_published_no_retry(guest, xenstored, run_agent, flag, workdir):
     """oxenstored (and the kernel, for a message over its buffer) answer E2BIG: injected at the
     device for data/os_name. Logged once, everything else published, and the same value is not
@@ -676,7 +693,7 @@ def test_first_request_of_a_connection_is_a_bounded_read(guest, xenstored, run_a
     try:
         agent = run_agent(guest.device)
         deadline = time.monotonic() + 10
-        while guest.bridge.ops.count(Op.READ) < 4:   # two connections at least (2 identity reads each)
+        while guest.bridge.ops.count(Op.READ) < 2:   # two connections (each sends one read, unanswered)
             assert time.monotonic() < deadline and agent.alive(), agent.log()
             time.sleep(0.05)
         assert Op.WATCH not in guest.bridge.ops, guest.bridge.ops

@@ -200,7 +200,7 @@ class Agent:
         steps = publisher.plan(self.desired(), self.actual, self._next_updated())
         # A local change (flag, address, memory) planned on what we saw last is only written after
         # checking that this is still that domain: a resume may not have sent its events yet, or
-        # at all. The check rides with the transaction's start, so it costs no round trip.
+        # at all. The check rides with the transaction's start (no extra round trip over a socket).
         if steps and not self._apply(steps, check=not looked):
             self.refresh(check=True)   # a new domain: read it all, and plan again
             steps = publisher.plan(self.desired(), self.actual, self._next_updated())

@@ -181,11 +181,20 @@ class XenStore:
         return result
 
     def pipeline(self, requests):
-        """Send (op, payload, tx) requests back to back, then collect every reply: one round trip
-        for the lot. xenstored answers in order. Returns, per request, the reply payload or the
-        PyXSError it got; Lost if any reply is overdue."""
+        """Send (op, payload, tx) requests and return, per request, the reply payload or the
+        PyXSError it got; Lost if a reply is overdue. Over a socket they go back to back, one round
+        trip for the lot (xenstored answers in order). Over the kernel's device they go one at a
+        time: Linux's xenbus_dev_frontend queues a request with its body still in the file's one
+        message buffer and copies it to the ring later, so the next write() can overwrite the body
+        of a request not yet sent (seen on a real guest: READ domid sent as "\\0omid",
+        EINVAL; writes in a transaction sent with the path "T" of the commit after them, EACCES)."""
         if self._conn is None:
             raise Lost("not connected")
+        if isinstance(self._conn, socket.socket):
+            return self._exchange(requests)
+        return [result for request in requests for result in self._exchange([request])]
+
+    def _exchange(self, requests):
         deadline = _now() + self.timeout
         ids, messages = [], []
         asked = {}
@@ -197,13 +206,8 @@ class XenStore:
             asked[self._rq] = (op, payload)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("> %s", _describe(op, self._rq, tx, payload))
-        if isinstance(self._conn, socket.socket):
-            self._send(b"".join(messages), deadline)
-        else:
-            # The kernel's xenbus device handles one message per write() and silently drops the
-            # rest of the buffer: each message gets a write of its own (replies still pipeline).
-            for message in messages:
-                self._send(message, deadline)
+        # On the device this is one request: it takes one message per write() and drops the rest.
+        self._send(b"".join(messages), deadline)
         results = []
         for rq in ids:
             while rq not in self._replies:
@@ -224,7 +228,7 @@ class XenStore:
             raise
 
     def read_many(self, paths, tx=0):
-        """[value or None] for each path, in one round trip."""
+        """[value or None] for each path (one round trip over a socket)."""
         return [_value(r) for r in self.pipeline([(Op.READ, check_path(p.encode()) + NUL, tx) for p in paths])]
 
     def directory(self, path, tx=0):
@@ -247,7 +251,7 @@ class XenStore:
         return (Op.RM, payload, tx)
 
     def watch(self, paths, token):
-        """Watch each of `paths` (one round trip for all)."""
+        """Watch each of `paths` (one round trip for all over a socket)."""
         replies = self.pipeline([(Op.WATCH, check_path(p.encode()) + NUL + token.encode() + NUL, 0) for p in paths])
         for reply in replies:
             # EEXIST: the connection already has this watch (it outlived our descriptor).
@@ -255,7 +259,7 @@ class XenStore:
                 raise reply
 
     def transaction_start(self, reads=()):
-        """A new transaction's id. With `reads`, those paths are read in the same round trip (not
+        """A new transaction's id. With `reads`, those paths are read with it (not
         inside the transaction) and ([value or None], id) is returned."""
         replies = self.pipeline([(Op.READ, check_path(p.encode()) + NUL, 0) for p in reads]
                                 + [(Op.TRANSACTION_START, NUL, 0)])

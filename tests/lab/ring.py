@@ -143,7 +143,9 @@ class PtyBridge:
     Like the kernel's xenbus driver it remembers the watches registered through it, and after
     xenstored comes back (`replay_watches`) registers them again, so that each fires once; the
     replies to those requests are its own and are not passed on. The bridge keeps a slave
-    descriptor open, so the master never sees a hang-up while the agent reopens the device.
+    descriptor open, so the master never sees a hang-up while the agent reopens the device. Like
+    the kernel, it reads a request's body only when it sends it, from one buffer that each
+    message written overwrites: requests written back to back, unanswered, go out garbled.
 
     Fault injection: `refuse`, if set, is called as refuse(op, payload) for each whole request
     from the agent; a returned errno name (e.g. "E2BIG", as oxenstored or the kernel answer) is
@@ -173,6 +175,7 @@ class PtyBridge:
         self.injected = bytearray()   # error replies made up here, not yet passed on
         self.retired = []     # rings of domains the guest has left (closed in close())
         self.busy = {}        # request id -> (op, tx, since): the agent's requests not answered yet
+        self.msgbuf = bytearray(4096)   # the kernel's xenbus_file_priv message buffer (its body part)
         # As the kernel's xenbus_file_priv: the transactions this file opened, each with the
         # generation (bumped by every resume) it was opened in; None: its START is unanswered.
         self.transactions = {}   # tx id -> generation
@@ -212,8 +215,10 @@ class PtyBridge:
         """Note watches; return the whole requests to pass on to xenstored (less refused ones)."""
         self.up += data
         forward = bytearray()
+        queued = []
         for op, rq, tx, payload in _frames(self.up):
             self.ops.append(op)
+            self.msgbuf[:len(payload)] = payload
             parts = tuple(payload.split(NUL)[:2])
             if op == Op.WATCH:
                 self.watches.add(parts)
@@ -232,7 +237,13 @@ class PtyBridge:
                 self.injected += Packet._struct.pack(Op.ERROR, rq, tx, len(body)) + body
                 continue
             self.busy[rq] = (op, tx, time.monotonic())
-            forward += Packet._struct.pack(op, rq, tx, len(payload)) + payload
+            queued.append((op, rq, tx, len(payload)))
+        # The kernel's xenbus_dev_request_and_reply() queues a request with its body still in
+        # the file's one message buffer, copied to the ring only when the xenbus thread gets to it;
+        # every write() overwrites that buffer. Requests that reached us together are sent as the
+        # slowest kernel would: each with its own header and whatever the buffer then holds.
+        for op, rq, tx, size in queued:
+            forward += Packet._struct.pack(op, rq, tx, size) + bytes(self.msgbuf[:size])
         return bytes(forward)
 
     def _kernel_rules(self, op, tx, payload):
