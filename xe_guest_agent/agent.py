@@ -356,11 +356,18 @@ class Agent:
                 self.reported.add(("publish", errname(e)))
                 log.warning("publishing failed: xenstore answered %s; retrying", e)
             self._schedule_retry()
+            # Serving, if not published: held back, systemd would kill and restart us at its
+            # start time-out, which retrying here does better.
+            self._ready("publishing failed (%s); retrying" % errname(e))
             return
-        if not self.ready and self.xs.connected:
-            self.ready = True
+        if self.xs.connected and not self.ready:
             log.info("ready: XenStore at %s is up to date", self.xs.path)
-            sdnotify.notify("READY=1\nSTATUS=published to XenStore")
+            self._ready("published to XenStore")
+
+    def _ready(self, status):
+        if not self.ready:
+            self.ready = True
+            sdnotify.notify("READY=1\nSTATUS=" + status)
 
     def _on_timer(self, name):
         if name == "memory":
@@ -417,9 +424,8 @@ class Agent:
             self.timers["watchdog"] = time.monotonic() + self.watchdog
         try:
             self._handle()
-            if not self.ready and not self.xs.connected:
-                sdnotify.notify("READY=1\nSTATUS=waiting for XenStore at %s" % self.xs.path)
-                self.ready = True
+            if not self.xs.connected:
+                self._ready("waiting for XenStore at %s" % self.xs.path)
             while True:
                 self.step(self._timeout())
         except Shutdown:
