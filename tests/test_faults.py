@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -367,41 +368,39 @@ def test_requests_on_the_device_never_share_the_kernels_message_buffer(guest, xe
     assert set(re.findall(r"< ERROR rq=\d+ tx=\d+ (\w+)", log)) <= {"ENOENT"}, log[-3000:]
 
 
-def test_ready_for_systemd_while_every_publish_is_refused(guest, xenstored, run_agent, flag, workdir, tmp_path):
+@pytest.fixture
+def notify(tmp_path):
+    """A datagram socket standing in for systemd's notify socket: (socket, its path)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(10)
+    yield sock, str(tmp_path / "notify")
+    sock.close()
+
+
+def test_ready_for_systemd_while_every_publish_is_refused(guest, xenstored, run_agent, flag, workdir, notify):
     """READY used to wait for a first publish: while every publish was refused (as the pipelined
     requests of a real guest were), systemd killed the agent at its start time-out, again and
     again (the real PVH guest's start job failed after 5 min). READY, saying it retries, must come
     anyway; once xenstored takes the writes, the host sees every key."""
-    import socket
     from pyxs._internal import Op
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(10)
+    sock, path = notify
     guest.bridge.refuse = lambda op, payload: "EINVAL" if op == Op.TRANSACTION_START else None
-    try:
-        agent = run_agent(guest.device, env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
-        message = notify.recv(4096).decode()
-        assert message.startswith("READY=1\n") and "publishing failed (EINVAL); retrying" in message, message
-        assert guest.read("data/updated") is None
-        guest.bridge.refuse = None
-        wait_tree(xenstored, guest, expected(workdir, flag), timeout=10, log=agent)
-        assert agent.alive()
-    finally:
-        notify.close()
+    agent = run_agent(guest.device, env={"NOTIFY_SOCKET": path})
+    message = sock.recv(4096).decode()
+    assert message.startswith("READY=1\n") and "publishing failed (EINVAL); retrying" in message, message
+    assert guest.read("data/updated") is None
+    guest.bridge.refuse = None
+    wait_tree(xenstored, guest, expected(workdir, flag), timeout=10, log=agent)
+    assert agent.alive()
 
 
-def test_ready_for_systemd_once_the_host_sees_the_keys(guest, xenstored, run_agent, flag, workdir, tmp_path):
-    import socket
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(10)
-    try:
-        run_agent(guest.device, env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
-        assert notify.recv(4096) == b"READY=1\nSTATUS=published to XenStore"
-        tree, updated = host_tree(xenstored, guest)
-        assert tree == expected(workdir, flag) and updated is not None
-    finally:
-        notify.close()
+def test_ready_for_systemd_once_the_host_sees_the_keys(guest, xenstored, run_agent, flag, workdir, notify):
+    sock, path = notify
+    run_agent(guest.device, env={"NOTIFY_SOCKET": path})
+    assert sock.recv(4096) == b"READY=1\nSTATUS=published to XenStore"
+    tree, updated = host_tree(xenstored, guest)
+    assert tree == expected(workdir, flag) and updated is not None
 
 
 def test_e2big_on_one_key_the_rest_published_no_retry(guest, xenstored, run_agent, flag, workdir):

@@ -356,8 +356,8 @@ class Agent:
                 self.reported.add(("publish", errname(e)))
                 log.warning("publishing failed: xenstore answered %s; retrying", e)
             self._schedule_retry()
-            # Serving, if not published: held back, systemd would kill and restart us at its
-            # start time-out, which retrying here does better.
+            # Ready even unpublished: without READY systemd kills and restarts us at its start
+            # time-out, and retrying here does better than that.
             self._ready("publishing failed (%s); retrying" % errname(e))
             return
         if self.xs.connected and not self.ready:
