@@ -153,26 +153,25 @@ class Agent:
         # fires watches too); our own refused writes fire nothing, so this cannot loop.
         for key in _affected(dirty, list(self.denied)):
             self.denied.pop(key, None)
-        # The identity rides along with every look, so a new domain is seen at the first event
-        # of any kind (its events may come in several bursts) and republished in one batch.
-        values = self._look(full, dirty)
-        identity, values = tuple(values[:len(schema.IDENTITY)]), values[len(schema.IDENTITY):]
+        # The identity first, on its own: on the device every request is a round trip anyway, and
+        # in a new domain the look that follows can then be the cheap full one at once.
+        identity = tuple(self.xs.read_many(list(schema.IDENTITY)))
         if identity != self.domain:
             if self.domain is not None:
                 log.info("new domain (domid %s, unique-domain-id %s): republishing everything",
                          identity[1], identity[0])
             self.domain = identity
             self._forget()   # its refusals and sources' reads too, even if this look was full
-            if not full:
-                full, values = True, self._look(True, dirty)[len(schema.IDENTITY):]
-        elif not full and any(v is None and p in self.actual for p, v in zip(self._plain, values)):
+            full = True
+        values = self._look(full, dirty)
+        if not full and any(v is None and p in self.actual for p, v in values.items()):
             # One of our keys vanished: the tree may have been wiped under a domain that kept its
-            # identity. Whatever else went with it, one more round trip reads it all.
+            # identity. Whatever else went with it, a full look reads it all.
             log.debug("a key of ours vanished: reading everything")
-            full, values = True, self._look(True, dirty)[len(schema.IDENTITY):]
+            full, values = True, self._look(True, dirty)
         if full:
             self.actual = {}
-        for path, value in zip(self._plain, values):
+        for path, value in values.items():
             if value is None:
                 self.actual.pop(path, None)
             else:
@@ -186,13 +185,26 @@ class Agent:
         return True
 
     def _look(self, full, dirty):
-        """Read the identity and the owned keys a look needs (all of them if `full`) in one round
-        trip; the subtrees to walk are left in self._trees."""
+        """{path: value or None} of the owned keys a look needs (all of them if `full`); the
+        subtrees to walk are left in self._trees. A full look lists the keys' folders first and
+        reads only the keys there: in the wiped home of a new domain that is a handful of round
+        trips instead of one per key."""
         keys = self.owned_keys()
         paths = keys + list(schema.OWNED_SUBTREES) if full else _affected(dirty, keys)
-        self._plain = [p for p in paths if p not in schema.OWNED_SUBTREES]
+        plain = [p for p in paths if p not in schema.OWNED_SUBTREES]
         self._trees = [p for p in paths if p in schema.OWNED_SUBTREES]
-        return self.xs.read_many(list(schema.IDENTITY) + self._plain)
+        absent = set()
+        if full:
+            folders = sorted({p.rpartition("/")[0] for p in plain})
+            for folder, names in zip(folders, self.xs.list_many(folders)):
+                if isinstance(names, PyXSError):
+                    continue   # not ours to list: each key is read
+                absent.update(p for p in plain if p.rpartition("/")[0] == folder
+                              and (names is None or p.rpartition("/")[2] not in names))
+        present = [p for p in plain if p not in absent]
+        values = dict.fromkeys(absent)
+        values.update(zip(present, self.xs.read_many(present)))
+        return values
 
     def publish(self):
         """Make XenStore match the desired state in one transaction; no-op if it already does."""

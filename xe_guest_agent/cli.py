@@ -11,14 +11,15 @@ import sys
 for _sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(_sig, lambda *_: sys.exit(0))
 
-import json      # noqa: E402
 import logging   # noqa: E402
 import os        # noqa: E402
 
 import click     # noqa: E402
 import click.core  # noqa: E402
 
-from . import __version__, hostview, publisher, schema, xstool  # noqa: E402
+# Not hostview, xstool, json: only status and xenstore need them, and every start of `run` (on a
+# small VM, or the emulated guest of the real-host bed, 190 times slower) would pay for them.
+from . import __version__, publisher, schema  # noqa: E402
 from . import config as configmod  # noqa: E402
 from .xenstore import DEFAULT_PATHS, XenStore, default_path, in_xen_guest  # noqa: E402
 
@@ -174,6 +175,7 @@ def status(explicit_path, as_json, host, product_version):
     if product_version is not None:
         if not host:
             fail("--product-version goes with --host (see 'xe-guest-agent status --help')")
+        from . import hostview
         product = hostview.parse_product_version(product_version)
         if product is None:
             fail("--product-version %r: must be X.Y.Z, three integers" % product_version)
@@ -198,6 +200,8 @@ def status(explicit_path, as_json, host, product_version):
 
 
 def host_status(path, as_json, product):
+    import json
+    from . import hostview, xstool
     xs = XenStore(path)
     try:
         xs.connect()
@@ -219,6 +223,7 @@ def host_status(path, as_json, product):
 def print_keys(state, as_json):
     keys = sorted(state, key=lambda k: (schema.write_rank(k), k))
     if as_json:
+        import json
         click.echo(json.dumps({k: state[k] for k in keys}, indent=2))
     else:
         for k in keys:
@@ -240,8 +245,11 @@ def xenstore_tools():
     is used as given. A missing key exits 1."""
 
 
-def tool(explicit_path, action, check=()):
-    """Check the paths (a bad one is a usage error), then run action(xs) on the connection."""
+def tool(explicit_path, name, args, check=()):
+    """Check the paths (a bad one is a usage error), then run xstool.<name>(xs, *args) on the
+    connection."""
+    from . import xstool
+    action = getattr(xstool, name)
     try:
         for p in check:
             xstool.valid(p)
@@ -250,7 +258,7 @@ def tool(explicit_path, action, check=()):
     path = xenstore_path(explicit_path)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `| head` ends us quietly, as it does the C tools
     try:
-        return xstool.run(path, action)
+        return xstool.run(path, lambda xs: action(xs, *args))
     except xstool.ToolError as e:
         fail(str(e), e.status)
 
@@ -270,7 +278,7 @@ def stdout():
 def xenstore_read(explicit_path, raw, paths):
     """Print the value of each PATH, as it is, one a line (in one transaction)."""
     default_signals()
-    tool(explicit_path, lambda xs: xstool.read(xs, paths, stdout(), raw), paths)
+    tool(explicit_path, "read", (paths, stdout(), raw), paths)
 
 
 @xenstore_tools.command("write", context_settings={"ignore_unknown_options": True,
@@ -286,7 +294,7 @@ def xenstore_write(explicit_path, args):
     if len(args) % 2:
         fail("%s has no VALUE: give PATH VALUE pairs (see 'xe-guest-agent xenstore write --help')" % args[-1])
     pairs = [(p, os.fsencode(v)) for p, v in zip(args[::2], args[1::2])]
-    tool(explicit_path, lambda xs: xstool.write(xs, pairs), args[::2])
+    tool(explicit_path, "write", (pairs,), args[::2])
 
 
 @xenstore_tools.command("rm")
@@ -295,7 +303,7 @@ def xenstore_write(explicit_path, args):
 def xenstore_rm(explicit_path, paths):
     """Remove each PATH and everything below it (several: in one transaction)."""
     default_signals()
-    tool(explicit_path, lambda xs: xstool.rm(xs, paths), paths)
+    tool(explicit_path, "rm", (paths,), paths)
 
 
 @xenstore_tools.command("ls")
@@ -305,7 +313,7 @@ def xenstore_rm(explicit_path, paths):
 def xenstore_ls(explicit_path, recursive, paths):
     """Print the children of each PATH (default: the guest's home), one a line."""
     default_signals()
-    tool(explicit_path, lambda xs: xstool.ls(xs, paths, stdout(), recursive), paths)
+    tool(explicit_path, "ls", (paths, stdout(), recursive), paths)
 
 
 @xenstore_tools.command("exists")
@@ -314,7 +322,7 @@ def xenstore_ls(explicit_path, recursive, paths):
 def xenstore_exists(explicit_path, paths):
     """Exit 0 if every PATH exists, 1 if one does not (printing nothing)."""
     default_signals()
-    if not tool(explicit_path, lambda xs: xstool.exists(xs, paths), paths):
+    if not tool(explicit_path, "exists", (paths,), paths):
         sys.exit(RUNTIME)
 
 
@@ -325,4 +333,4 @@ def xenstore_exists(explicit_path, paths):
 def xenstore_watch(explicit_path, count, paths):
     """Print the path of each change at or below each PATH, one a line, until SIGINT or SIGTERM
     (exit 0) or N events. xenstored fires a watch once when it is set: that is the first line."""
-    tool(explicit_path, lambda xs: xstool.watch(xs, paths, stdout(), count), paths)
+    tool(explicit_path, "watch", (paths, stdout(), count), paths)

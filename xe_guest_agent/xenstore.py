@@ -232,13 +232,22 @@ class XenStore:
         return [_value(r) for r in self.pipeline([(Op.READ, check_path(p.encode()) + NUL, tx) for p in paths])]
 
     def directory(self, path, tx=0):
-        try:
-            body = self.request(Op.DIRECTORY, check_path(path.encode()) + NUL, tx)
-        except PyXSError as e:
-            if e.args and e.args[0] == errno.ENOENT:
-                return []
-            raise
-        return [c.decode("ascii", "replace") for c in body.split(NUL) if c]
+        """The children of `path` ([] for a leaf); None if there is no such node."""
+        (names,) = self.list_many([path], tx)
+        if isinstance(names, PyXSError):
+            raise names
+        return names
+
+    def list_many(self, paths, tx=0):
+        """For each path its children, None if there is no such node, or the PyXSError it got
+        (one round trip over a socket)."""
+        out = []
+        for reply in self.pipeline([(Op.DIRECTORY, check_path(p.encode()) + NUL, tx) for p in paths]):
+            if isinstance(reply, PyXSError):
+                out.append(None if reply.args and reply.args[0] == errno.ENOENT else reply)
+            else:
+                out.append([c.decode("ascii", "replace") for c in reply.split(NUL) if c])
+        return out
 
     @staticmethod
     def encode(op, path=None, value=None, tx=0):
@@ -278,6 +287,8 @@ class XenStore:
     def walk(self, path, tx=0):
         """{path: value} for every leaf at or below `path` (nodes with no children)."""
         children = self.directory(path, tx)
+        if children is None:
+            return {}
         if not children:
             value = self.read(path, tx)
             return {} if value is None else {path: value}

@@ -2,7 +2,7 @@
 # Boot Xen 4.17 (Debian) under QEMU, with a PV dom0 that runs /xenbed/run_tests.py from the payload
 # disk: it boots a PV domU with the packaged xe-guest-agent and checks what reaches XenStore.
 # Prints the checks and timings; exits 0 only if every check passed.
-#   ACCEL=tcg (default) | kvm     TIMEOUT=seconds (default 3000)     SKIP_BUILD=1: use out/ as is
+#   ACCEL=tcg (default) | kvm     TIMEOUT=seconds (default 4500)     SKIP_BUILD=1: use out/ as is
 # Images are attached with snapshot=on: a run never changes them.  Results: $RUN/results/.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -10,7 +10,7 @@ B=${XENBED:-$(cd "$HERE/../.." && pwd)/.cache/xenbed}
 OUT=${OUT:-$B/out}
 RUN=${RUN:-$B/run/$(date +%Y%m%d-%H%M%S)}
 ACCEL=${ACCEL:-tcg}
-TIMEOUT=${TIMEOUT:-3000}
+TIMEOUT=${TIMEOUT:-4500}
 [ -n "${SKIP_BUILD:-}" ] || "$HERE/build.sh"
 mkdir -p "$RUN"; ln -sfn "$RUN" "$B/run/latest"
 rm -f "$RUN/results.img"; truncate -s 64M "$RUN/results.img"
