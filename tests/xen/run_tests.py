@@ -38,6 +38,7 @@ ARGS = dict(a.split("=", 1)[0:2] for a in CMDLINE if a.startswith("xenbed.") and
 MODE = ARGS.get("xenbed.mode", "test")
 results = []
 timings = {}
+RESUMES = []   # (label, domid, unpause time, wanted keys): figured from the access log at the end
 # What the agent owns, as dom0 reads it: the keys that must all come back after a restore.
 VOLATILE = ("data/updated", "data/meminfo_free", "data/meminfo_total")
 # Signs on the guest's console that the emulator broke the guest (QEMU TCG), not the agent.
@@ -178,12 +179,16 @@ def access_log(domid, since):
 def resume_figures(label, dom, t, want):
     """Where the time from the unpause to the complete view went, from oxenstored's access log:
     the guest's kernel back on XenStore, the agent's first request in the new domain (its READ of
-    domid) and the commit that completed the view. Nothing for the C xenstored."""
+    domid) and the commit that completed the view. Nothing for the C xenstored. Run at the end:
+    oxenstored buffers its log. After a live migration the guest runs before `xl migrate` returns
+    (11 s before it, once), so there xs_resume, not the unpause, is when the guest ran again."""
     home = "/local/domain/%s/" % dom
-    log_ = access_log(dom, t)
-    agent = next((round(te - t, 2) for te, op, p in log_ if op == "read" and p in ("domid", home + "domid")), None)
-    # The kernel's xs_resume() registers every watch again, the agent's too: its first request.
+    log_ = access_log(dom, 0)   # the whole life of the new domain (negative: before the unpause)
+    # The kernel's xs_resume() registers every watch again, the agent's too: the domain's first
+    # request of its own. The agent's first is its READ of domid.
     xs_resume = next((round(te - t, 2) for te, op, p in log_ if op == "watch"), None)
+    agent = next((round(te - t, 2) for te, op, p in log_ if op == "read" and p in ("domid", home + "domid")
+                  and xs_resume is not None and te - t >= xs_resume), None)
     # The commit that completed the view: the last of the wanted keys' first watch events.
     fired = {}
     for te, op, p in log_:
@@ -192,6 +197,8 @@ def resume_figures(label, dom, t, want):
     commit = round(max(fired.values()) - t, 2) if len(fired) == len(want) else None
     timing("%s_unpause_to_kernel_xs_resume_s" % label, xs_resume)
     timing("%s_unpause_to_commit_s" % label, commit)
+    if xs_resume is not None and commit is not None:
+        timing("%s_kernel_xs_resume_to_commit_s" % label, round(commit - xs_resume, 2))
     timing("%s_unpause_to_agent_first_request_s" % label, agent)
     if agent is not None and commit is not None:
         requests = [op for te, op, p in log_ if agent <= te - t <= commit and not op.startswith("w ")
@@ -674,7 +681,7 @@ def save_restore(dom, label):
     took = wait_keys(new, want, t, 150)
     save("xs-%s.txt" % label, xsls(new))
     timing("%s_unpause_to_complete_view_s" % label, took)
-    resume_figures(label, new, t, want)
+    RESUMES.append((label, new, t, want))
     missing = {k: v for k, v in want.items() if agent_keys(new).get(k) != v}
     check("%s: every key back, complete view within 1 s of the guest running (domid %s -> %s)"
           % (label, dom, new), took is not None and took <= 1.0, took if took is not None else "missing %s" % missing)
@@ -771,7 +778,7 @@ def migration():
     took = wait_keys(new, want, t, 150)
     save("xs-pvh-migrated.txt", xsls(new))
     timing("pvh_migrate_unpause_to_complete_view_s", took)
-    resume_figures("pvh_migrate", new, t, want)
+    RESUMES.append(("pvh_migrate", new, t, want))
     missing = {k: v for k, v in want.items() if agent_keys(new).get(k) != v}
     check("PVH: every key back after live migration, within 1 s (domid %s -> %s)" % (dom, new),
           took is not None and took <= 1.0, took if took is not None else "missing %s" % missing)
@@ -908,6 +915,11 @@ except Exception as e:
     traceback.print_exc()
     check("run_tests.py completed", False, repr(e))
 finally:
+    for resume in RESUMES:
+        try:
+            resume_figures(*resume)
+        except Exception as e:   # a figure, not a check: the run's results still go out
+            log("resume figures of %s: %r" % (resume[0], e))
     save("checks.json", json.dumps(results, indent=1))
     save("timings.json", json.dumps(timings, indent=1))
     sh("xl dmesg > %s/xl-dmesg.txt 2>&1; journalctl -b --no-pager > %s/dom0-journal.txt 2>&1" % (RES, RES))
