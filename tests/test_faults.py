@@ -366,7 +366,6 @@ def test_node_quota_exhausted_the_rest_still_published(guest, xenstored, run_age
 def test_a_refusal_names_its_request_then_the_agent_goes_on(guest, xenstored, run_agent, flag, workdir):
     """Seen on a real host: `publishing failed (EINVAL)` once per boot, naming nothing. Every
     refusal now names the operation and the path; the agent retries and publishes."""
-    from pyxs._internal import Op
     refused = []
 
     def once(op, payload):
@@ -411,7 +410,6 @@ def test_ready_for_systemd_while_every_publish_is_refused(guest, xenstored, run_
     requests of a real guest were), systemd killed the agent at its start time-out, again and
     again (the real PVH guest's start job failed after 5 min). READY, saying it retries, must come
     anyway; once xenstored takes the writes, the host sees every key."""
-    from pyxs._internal import Op
     sock, path = notify
     guest.bridge.refuse = lambda op, payload: "EINVAL" if op == Op.TRANSACTION_START else None
     agent = run_agent(guest.device, env={"NOTIFY_SOCKET": path})
@@ -435,7 +433,6 @@ def test_e2big_on_one_key_the_rest_published_no_retry(guest, xenstored, run_agen
     """oxenstored (and the kernel, for a message over its buffer) answer E2BIG: injected at the
     device for data/os_name. Logged once, everything else published, and the same value is not
     sent again (a new value is tried, quietly)."""
-    from pyxs._internal import Op
     guest.bridge.refuse = lambda op, payload: (
         "E2BIG" if op == Op.WRITE and payload.startswith(b"data/os_name\0") else None)
     agent = run_agent(guest.device)
@@ -752,7 +749,6 @@ def test_first_request_of_a_connection_is_a_bounded_read(guest, xenstored, run_a
     agent's time-out): a xenstored not answering yet costs retries, never a hung agent. The pty
     cannot block a write, so this is pinned on the wire: with xenstored stopped, the agent sends
     reads only, again and again, and publishes once xenstored goes on."""
-    from pyxs._internal import Op
     xenstored.proc.send_signal(signal.SIGSTOP)
     try:
         agent = run_agent(guest.device)

@@ -157,10 +157,10 @@ def wait_keys(domid, want, since, timeout):
         c.close()
 
 
-def access_log(domid, since):
+def access_log(domid):
     """oxenstored's access log (every request, with the dom0 bed's read and transaction logging)
-    of domain `domid` after `since`: [(time, operation, path)]. [] for the C xenstored (its trace
-    has whole seconds only)."""
+    of domain `domid`: [(time, operation, path)]. [] for the C xenstored (its trace has whole
+    seconds only)."""
     import calendar
     out = []
     for name in sorted(os.listdir("/var/log/xen")):
@@ -171,8 +171,7 @@ def access_log(domid, since):
                 m = re.match(r"^\[(\d{8}T\d\d:\d\d:\d\d)\.(\d{3})Z\]\s+D%s(?:\.\d+)?\s+(\S+(?: \S+)?)\s+(\S*)" % domid, line)
                 if m:
                     t = calendar.timegm(time.strptime(m.group(1), "%Y%m%dT%H:%M:%S")) + int(m.group(2)) / 1000
-                    if t >= since:
-                        out.append((t, m.group(3).strip(), m.group(4)))
+                    out.append((t, m.group(3).strip(), m.group(4)))
     return sorted(out)
 
 
@@ -183,7 +182,7 @@ def resume_figures(label, dom, t, want):
     oxenstored buffers its log. After a live migration the guest runs before `xl migrate` returns
     (11 s before it, once), so there xs_resume, not the unpause, is when the guest ran again."""
     home = "/local/domain/%s/" % dom
-    log_ = access_log(dom, 0)   # the whole life of the new domain (negative: before the unpause)
+    log_ = access_log(dom)   # the whole life of the new domain (negative: before the unpause)
     # The kernel's xs_resume() registers every watch again, the agent's too: the domain's first
     # request of its own. The agent's first is its READ of domid.
     xs_resume = next((round(te - t, 2) for te, op, p in log_ if op == "watch"), None)
@@ -201,10 +200,10 @@ def resume_figures(label, dom, t, want):
         timing("%s_kernel_xs_resume_to_commit_s" % label, round(commit - xs_resume, 2))
     timing("%s_unpause_to_agent_first_request_s" % label, agent)
     if agent is not None and commit is not None:
-        requests = [op for te, op, p in log_ if agent <= te - t <= commit and not op.startswith("w ")
-                    and op not in ("newconn", "endconn")]
+        requests = sum(1 for te, op, p in log_ if agent <= te - t <= commit and not op.startswith("w ")
+                       and op not in ("newconn", "endconn"))
         timing("%s_agent_first_request_to_commit_s" % label, round(commit - agent, 2))
-        timing("%s_requests_of_the_domain_meanwhile" % label, len(requests))
+        timing("%s_requests_of_the_domain_meanwhile" % label, requests)
 
 
 def host_view(domid):
