@@ -21,7 +21,7 @@ from pyxs._internal import Op
 
 from tests import hostmodel
 from tests.conftest import cli
-from tests.lab import faults
+from tests.lab import faults, trace
 from tests.test_core import fence, published
 
 SOAK = os.environ.get("XGA_SOAK", "") not in ("", "0")
@@ -153,7 +153,7 @@ def test_conflicting_dom0_writer_never_sees_a_torn_batch(guest, xenstored, legac
             guest.wait_key("attr/PVAddons/NotUpgradable", lambda v: (v == b"1") == on, timeout=5)
             toggles += 1
             if toggles % 20 == 0:
-                conflicts = faults.errors(xenstored.trace, guest.domid).get("EAGAIN", 0)
+                conflicts = trace.errors(xenstored.trace, guest.domid).get("EAGAIN", 0)
     finally:
         hammer.stop()
     assert conflicts >= want, "only %d of the agent's commits conflicted in %d changes" % (conflicts, toggles)

@@ -6,7 +6,6 @@ Independent of the agent's code on purpose: raw requests on a Unix socket of the
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -133,41 +132,6 @@ def _hammer(socket_path, home, pause):
         if pause:
             time.sleep(random.uniform(0, pause))
     json.dump({"snapshots": snapshots, "conflicts": conflicts}, sys.stdout)
-
-
-_LINE = re.compile(r"^(IN|OUT) (0x[0-9a-f]+) \S+ \S+ (\w+) \((.*)\)$")
-_CREATE = re.compile(r"^CREATE connection (0x[0-9a-f]+)$")
-
-
-def exchanges(trace_path, domid):
-    """[(direction, op, args)] of domain `domid`'s connections, in order: its requests ("IN") and
-    what xenstored sent it ("OUT": replies, errors, watch events)."""
-    guest, pending, out = set(), False, []
-    with open(trace_path, errors="replace") as f:
-        for line in f:
-            m = _LINE.match(line.rstrip("\n"))
-            if m:
-                direction, conn, op, args = m.groups()
-                if direction == "IN" and op == "INTRODUCE" and args.split(" ")[0] == str(domid):
-                    pending = True
-                elif conn in guest:
-                    out.append((direction, op, args))
-                continue
-            m = _CREATE.match(line.rstrip("\n"))
-            if m and pending:
-                guest.add(m.group(1))
-                pending = False
-    return out
-
-
-def errors(trace_path, domid):
-    """{errno name: count} of the error replies domain `domid` got."""
-    out = {}
-    for direction, op, args in exchanges(trace_path, domid):
-        if direction == "OUT" and op == "ERROR":
-            name = args.strip()
-            out[name] = out.get(name, 0) + 1
-    return out
 
 
 if __name__ == "__main__":

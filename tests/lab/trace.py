@@ -6,8 +6,9 @@ _CREATE = re.compile(r"^CREATE connection (0x[0-9a-f]+)$")
 MUTATING = {"WRITE", "RM", "MKDIR", "SET_PERMS"}
 
 
-def requests(trace_path, domid):
-    """[(op, args)] the connections of domain `domid` sent, in order (all of its introductions)."""
+def exchanges(trace_path, domid):
+    """[(direction, op, args)] of domain `domid`'s connections (all of its introductions), in
+    order: its requests ("IN") and what xenstored sent it ("OUT": replies, errors, watch events)."""
     guest, pending, out = set(), False, []
     with open(trace_path, errors="replace") as f:
         for line in f:
@@ -17,13 +18,28 @@ def requests(trace_path, domid):
                 direction, conn, op, args = m.groups()
                 if direction == "IN" and op == "INTRODUCE" and args.split(" ")[0] == str(domid):
                     pending = True
-                elif direction == "IN" and conn in guest:
-                    out.append((op, args))
+                elif conn in guest:
+                    out.append((direction, op, args))
                 continue
             m = _CREATE.match(line)
             if m and pending:
                 guest.add(m.group(1))
                 pending = False
+    return out
+
+
+def requests(trace_path, domid):
+    """[(op, args)] the connections of domain `domid` sent, in order."""
+    return [(op, args) for direction, op, args in exchanges(trace_path, domid) if direction == "IN"]
+
+
+def errors(trace_path, domid):
+    """{errno name: count} of the error replies domain `domid` got."""
+    out = {}
+    for direction, op, args in exchanges(trace_path, domid):
+        if direction == "OUT" and op == "ERROR":
+            name = args.strip()
+            out[name] = out.get(name, 0) + 1
     return out
 
 

@@ -792,11 +792,12 @@ def migration():
                                               "frames": frames, "all": len(sniff.frames)}))
     log("frames from the guest on xenbr0 since the migration began (unpause at +%.1f s): %s of %d: %s"
         % (t - t_migrate, len(frames), len(sniff.frames), frames[:20]))
-    timing("pvh_migrate_unpause_to_arp_s", round(arp - t, 2) if arp else None)
-    timing("pvh_migrate_unpause_to_na_s", round(na - t, 2) if na else None)
+    # From the migration's start, not the unpause: the guest runs (and announces) before xl returns.
+    timing("pvh_migrate_start_to_arp_s", round(arp - t_migrate, 2) if arp else None)
+    timing("pvh_migrate_start_to_na_s", round(na - t_migrate, 2) if na else None)
     check("PVH: after migration the guest announced itself on xenbr0 (gratuitous ARP and unsolicited "
           "NA; the guest's arp_notify, ndisc_notify = %s)" % ", ".join(sysctls), arp is not None and na is not None,
-          "arp %s s, na %s s" % (arp and round(arp - t, 2), na and round(na - t, 2)))
+          "arp %s s, na %s s after the migration began" % (arp and round(arp - t_migrate, 2), na and round(na - t_migrate, 2)))
     resume_timeline(new, t, "migration")
     con = Console(new)
     if check("PVH: guest shell after the migration", con.wait_shell(180)):
