@@ -793,11 +793,12 @@ def migration():
     log("frames from the guest on xenbr0 since the migration began (unpause at +%.1f s): %s of %d: %s"
         % (t - t_migrate, len(frames), len(sniff.frames), frames[:20]))
     # From the migration's start, not the unpause: the guest runs (and announces) before xl returns.
-    timing("pvh_migrate_start_to_arp_s", round(arp - t_migrate, 2) if arp else None)
-    timing("pvh_migrate_start_to_na_s", round(na - t_migrate, 2) if na else None)
+    arp_s, na_s = (round(x - t_migrate, 2) if x else None for x in (arp, na))
+    timing("pvh_migrate_start_to_arp_s", arp_s)
+    timing("pvh_migrate_start_to_na_s", na_s)
     check("PVH: after migration the guest announced itself on xenbr0 (gratuitous ARP and unsolicited "
           "NA; the guest's arp_notify, ndisc_notify = %s)" % ", ".join(sysctls), arp is not None and na is not None,
-          "arp %s s, na %s s after the migration began" % (arp and round(arp - t_migrate, 2), na and round(na - t_migrate, 2)))
+          "arp %s s, na %s s after the migration began" % (arp_s, na_s))
     resume_timeline(new, t, "migration")
     con = Console(new)
     if check("PVH: guest shell after the migration", con.wait_shell(180)):
