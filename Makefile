@@ -100,7 +100,7 @@ clean:
 	rm -rf dist
 
 # The real Xen host (tests/xen/README.md): Xen 4.17 under QEMU with the packaged agent in a guest.
-# xen-test: every scenario, on oxenstored and the C xenstored side by side (~50 min on 2 cores).
+# xen-test: every scenario, on oxenstored and the C xenstored side by side (~28-33 min on 2 cores from scratch).
 # xen-demo: the host's view, the flag flipped (~11 min from scratch, 5.5 with the images cached; .ci/run runs it).
 # xen-boots: the guest booted 10 times in a row on oxenstored, each timed to its first publish (~30 min cached).
 .PHONY: xen-test xen-demo xen-boots

@@ -31,11 +31,11 @@ case "$ACCEL" in
   # "KVM internal error. Suberror: 1" before printing anything.
   kvm) ACC=(-enable-kvm -cpu host,-arch-capabilities) ;;
 esac
-XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=${SMP:-2} bootscrub=0 loglvl=all guest_loglvl=all console_timestamps=boot"
+XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=1 dom0_vcpus_pin bootscrub=0 loglvl=all guest_loglvl=all console_timestamps=boot"
 XENSTORED=${XENSTORED:-oxenstored}   # oxenstored | c
 MODE=${MODE:-test}                   # test | demo | boots (BOOTS=N boots of the guest, timed)
 TYPE=${TYPE:-pv}                     # the guest of boots and demo (and of test, whose migration is PVH): pv | pvh
-DOM0_ARGS="root=/dev/vda rw console=hvc0 earlyprintk=xen xenbed.autotest=1 xenbed.xenstored=$XENSTORED xenbed.mode=$MODE xenbed.boots=${BOOTS:-10} xenbed.type=${TYPE:-pv}"
+DOM0_ARGS="root=/dev/vda rw console=hvc0 earlyprintk=xen xenbed.autotest=1 xenbed.xenstored=$XENSTORED xenbed.mode=$MODE xenbed.boots=${BOOTS:-10} xenbed.type=${TYPE:-pv} xenbed.accel=$ACCEL"
 QEMU=(qemu-system-x86_64 "${ACC[@]}" -machine pc -m 3G -smp "${SMP:-2}" -display none -monitor none -serial stdio
   -no-reboot -nic none
   -kernel "$OUT/xen" -append "$XEN_ARGS"

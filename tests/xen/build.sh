@@ -97,6 +97,70 @@ mkimg() {  # DIR IMG SIZE_MB
 # Bump a recipe number when its stage changes (images are cached on it; FORCE=1 rebuilds all).
 DOMU_RECIPE=4
 DOM0_RECIPE=4
+# --- 3 and 4: the dom0 root is built beside the domU root (each about 2 min from scratch, mostly
+# downloads and dpkg: side by side they take the time of one). Each has its own root and log.
+build_dom0() {
+KEY_DOM0="dom0-$DOM0_RECIPE"
+if ! stamp_ok "$OUT/dom0.img" "$KEY_DOM0"; then
+  log "mmdebstrap dom0"
+  R=$B/cache/dom0-root; rm -rf "$R"
+  mmdebstrap "${common_opts[@]}" --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --include="$BASE_PKGS,xen-utils-4.17,xen-utils-common,xenstore-utils,bridge-utils,python3-pexpect,e2fsprogs" \
+    "$SUITE" "$R" "${MIRRORS[@]}" > "$B/cache/mmdebstrap-dom0.log" 2>&1
+  common_config "$R" xenbed-dom0 /dev/vda
+  # oxenstored's access log with reads and transactions too, unrotated: the restore figures name the
+  # agent's first request in the new domain (the C xenstored's trace has whole seconds only).
+  printf '%s\n' 'access-log-read-ops = true' 'access-log-transactions-ops = true' \
+    'access-log-nb-lines = 5000000' >> "$R/etc/xen/oxenstored.conf"
+  printf 'xen-evtchn\nxen-gntdev\nxen-gntalloc\nxen-blkback\nxen-netback\nxenfs\nxen-privcmd\nbridge\n' > "$R/etc/modules-load.d/xen.conf"
+  wr "$R" /etc/systemd/system/xenbed-autotest.service <<'EOF'
+[Unit]
+Description=xenbed: run the scripted checks from /dev/vdc, then power off
+ConditionKernelCommandLine=xenbed.autotest=1
+After=multi-user.target xen.service
+Wants=xen.service
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'mkdir -p /xenbed && mount -o ro /dev/vdc /xenbed && exec /usr/bin/python3 /xenbed/run_tests.py'
+ExecStopPost=/bin/systemctl --no-block poweroff
+StandardOutput=journal+console
+StandardError=journal+console
+TimeoutStartSec=70min
+[Install]
+WantedBy=multi-user.target
+EOF
+  ln -sf /etc/systemd/system/xenbed-autotest.service "$R/etc/systemd/system/multi-user.target.wants/xenbed-autotest.service"
+  # Which xenstored: xenbed.xenstored=c on the kernel command line picks the C daemon (with its
+  # trace), anything else Debian's default, oxenstored (what XenServer and XCP-ng run).
+  wr "$R" /usr/local/sbin/xenbed-pick-xenstored <<'EOF2'
+#!/bin/sh
+case " $(cat /proc/cmdline) " in
+  *" xenbed.xenstored=c "*) printf '%s\n' 'XENSTORED=/usr/lib/xen-4.17/bin/xenstored' \
+      'XENSTORED_ARGS="-T /var/log/xen/xenstored-trace.log"' >> /etc/default/xen ;;
+esac
+EOF2
+  chmod +x "$R/usr/local/sbin/xenbed-pick-xenstored"
+  wr "$R" /etc/systemd/system/xenbed-xenstored.service <<'EOF2'
+[Unit]
+Description=xenbed: pick the xenstored implementation from the kernel command line
+DefaultDependencies=no
+Before=xen.service
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/xenbed-pick-xenstored
+[Install]
+WantedBy=multi-user.target
+EOF2
+  ln -sf /etc/systemd/system/xenbed-xenstored.service "$R/etc/systemd/system/multi-user.target.wants/xenbed-xenstored.service"
+  cp "$R"/boot/vmlinuz-* "$OUT/vmlinuz"; cp "$R"/boot/initrd.img-* "$OUT/initrd.img"
+  dpkg-query --admindir="$R/var/lib/dpkg" -W > "$OUT/dom0-packages.txt"
+  mkimg "$R" "$OUT/dom0.img" 2048
+  rm -rf "$R"; stamp_set "$OUT/dom0.img" "$KEY_DOM0"
+fi
+
+}
+build_dom0 & DOM0_PID=$!
+
 # --- 3. domU root ----------------------------------------------------------------------------------
 DOMU_BASE=$B/cache/domu-root
 KEY_DOMU_BASE="domu-$DOMU_RECIPE"
@@ -167,64 +231,7 @@ if ! stamp_ok "$OUT/domu.img" "$KEY_DOMU"; then
   rm -rf "$R"; stamp_set "$OUT/domu.img" "$KEY_DOMU"
 fi
 
-# --- 4. dom0 root ----------------------------------------------------------------------------------
-KEY_DOM0="dom0-$DOM0_RECIPE"
-if ! stamp_ok "$OUT/dom0.img" "$KEY_DOM0"; then
-  log "mmdebstrap dom0"
-  R=$B/cache/dom0-root; rm -rf "$R"
-  mmdebstrap "${common_opts[@]}" --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --include="$BASE_PKGS,xen-utils-4.17,xen-utils-common,xenstore-utils,bridge-utils,python3-pexpect,e2fsprogs" \
-    "$SUITE" "$R" "${MIRRORS[@]}" > "$B/cache/mmdebstrap-dom0.log" 2>&1
-  common_config "$R" xenbed-dom0 /dev/vda
-  # oxenstored's access log with reads and transactions too, unrotated: the restore figures name the
-  # agent's first request in the new domain (the C xenstored's trace has whole seconds only).
-  printf '%s\n' 'access-log-read-ops = true' 'access-log-transactions-ops = true' \
-    'access-log-nb-lines = 5000000' >> "$R/etc/xen/oxenstored.conf"
-  printf 'xen-evtchn\nxen-gntdev\nxen-gntalloc\nxen-blkback\nxen-netback\nxenfs\nxen-privcmd\nbridge\n' > "$R/etc/modules-load.d/xen.conf"
-  wr "$R" /etc/systemd/system/xenbed-autotest.service <<'EOF'
-[Unit]
-Description=xenbed: run the scripted checks from /dev/vdc, then power off
-ConditionKernelCommandLine=xenbed.autotest=1
-After=multi-user.target xen.service
-Wants=xen.service
-[Service]
-Type=oneshot
-ExecStart=/bin/sh -c 'mkdir -p /xenbed && mount -o ro /dev/vdc /xenbed && exec /usr/bin/python3 /xenbed/run_tests.py'
-ExecStopPost=/bin/systemctl --no-block poweroff
-StandardOutput=journal+console
-StandardError=journal+console
-TimeoutStartSec=70min
-[Install]
-WantedBy=multi-user.target
-EOF
-  ln -sf /etc/systemd/system/xenbed-autotest.service "$R/etc/systemd/system/multi-user.target.wants/xenbed-autotest.service"
-  # Which xenstored: xenbed.xenstored=c on the kernel command line picks the C daemon (with its
-  # trace), anything else Debian's default, oxenstored (what XenServer and XCP-ng run).
-  wr "$R" /usr/local/sbin/xenbed-pick-xenstored <<'EOF2'
-#!/bin/sh
-case " $(cat /proc/cmdline) " in
-  *" xenbed.xenstored=c "*) printf '%s\n' 'XENSTORED=/usr/lib/xen-4.17/bin/xenstored' \
-      'XENSTORED_ARGS="-T /var/log/xen/xenstored-trace.log"' >> /etc/default/xen ;;
-esac
-EOF2
-  chmod +x "$R/usr/local/sbin/xenbed-pick-xenstored"
-  wr "$R" /etc/systemd/system/xenbed-xenstored.service <<'EOF2'
-[Unit]
-Description=xenbed: pick the xenstored implementation from the kernel command line
-DefaultDependencies=no
-Before=xen.service
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/xenbed-pick-xenstored
-[Install]
-WantedBy=multi-user.target
-EOF2
-  ln -sf /etc/systemd/system/xenbed-xenstored.service "$R/etc/systemd/system/multi-user.target.wants/xenbed-xenstored.service"
-  cp "$R"/boot/vmlinuz-* "$OUT/vmlinuz"; cp "$R"/boot/initrd.img-* "$OUT/initrd.img"
-  dpkg-query --admindir="$R/var/lib/dpkg" -W > "$OUT/dom0-packages.txt"
-  mkimg "$R" "$OUT/dom0.img" 2048
-  rm -rf "$R"; stamp_set "$OUT/dom0.img" "$KEY_DOM0"
-fi
+wait "$DOM0_PID" || { log "building the dom0 image failed (log: $B/cache/mmdebstrap-dom0.log)"; exit 1; }
 
 # --- 5. payload disk (cheap; always rebuilt) -----------------------------------------------------------
 log "payload"
@@ -235,6 +242,6 @@ cp "$HERE/run_tests.py" "$HERE/domu.cfg" "$P/"
 mkdir -p "$P/py/tests/lab"
 cp -r "$TOP/packaging/vendor/pyxs" "$P/py/"
 cp "$TOP/tests/__init__.py" "$TOP/tests/hostmodel.py" "$P/py/tests/"
-cp "$TOP/tests/lab/__init__.py" "$TOP/tests/lab/quickread.py" "$P/py/tests/lab/"
+cp "$TOP/tests/lab/__init__.py" "$TOP/tests/lab/quickread.py" "$TOP/tests/lab/trace.py" "$P/py/tests/lab/"
 mkimg "$P" "$OUT/payload.img" 256
 log "done: $(ls "$OUT" | grep -v stamp | tr '\n' ' ')"
