@@ -157,7 +157,6 @@ EOF2
   mkimg "$R" "$OUT/dom0.img" 2048
   rm -rf "$R"; stamp_set "$OUT/dom0.img" "$KEY_DOM0"
 fi
-
 }
 build_dom0 & DOM0_PID=$!
 

@@ -43,6 +43,7 @@ RESUMES = []   # (label, domid, unpause time, wanted keys): figured from the acc
 MIGRATIONS = []   # (label, old domid, new domid, dom0's time of the complete view): checked at the end
 ACCEL = ARGS.get("xenbed.accel", "tcg")
 C_TRACE = "/var/log/xen/xenstored-trace.log"   # the C xenstored's -T trace (build.sh)
+HOST_CPUS = 1   # Xen's CPUs, from host_facts()'s xl info
 # What the agent owns, as dom0 reads it: the keys that must all come back after a restore.
 VOLATILE = ("data/updated", "data/meminfo_free", "data/meminfo_total")
 # Signs on the guest's console that the emulator broke the guest (QEMU TCG), not the agent.
@@ -199,14 +200,16 @@ def access_log(domid):
 def resume_figures(label, dom, t, want):
     """Where the time from the unpause to the complete view went, from oxenstored's access log:
     the guest's kernel back on XenStore, the agent's first request in the new domain (its READ of
-    domid) and the commit that completed the view. Nothing for the C xenstored. Run at the end:
+    domid) and the commit that completed the view. The first from either xenstored's log
+    (kernel_back), the others from oxenstored's only (the C trace has whole seconds). Run at the end:
     oxenstored buffers its log. After a live migration the guest runs before `xl migrate` returns
     (11 s before it, once), so there xs_resume, not the unpause, is when the guest ran again."""
     home = "/local/domain/%s/" % dom
     log_ = access_log(dom)   # the whole life of the new domain (negative: before the unpause)
     # The kernel's xs_resume() registers every watch again, the agent's too: the domain's first
     # request of its own. The agent's first is its READ of domid.
-    xs_resume = next((round(te - t, 2) for te, op, p in log_ if op == "watch"), None)
+    back = kernel_back(dom)
+    xs_resume = round(back - t, 2) if back is not None else None
     agent = next((round(te - t, 2) for te, op, p in log_ if op == "read" and p in ("domid", home + "domid")
                   and xs_resume is not None and te - t >= xs_resume), None)
     # The commit that completed the view: the last of the wanted keys' first watch events.
@@ -483,8 +486,10 @@ def host_facts():
     sh("pkill -x xenconsoled; sleep 0.5; mkdir -p /var/log/xen/console; "
        "/usr/lib/xen-4.17/bin/xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console")
     threading.Thread(target=stream_console, daemon=True).start()
+    global HOST_CPUS
     rc, info = sh("xl info")
     save("xl-info.txt", info)
+    HOST_CPUS = int(re.search(r"nr_cpus\s*:\s*(\d+)", info).group(1))
     check("xl info", rc == 0 and "xen_version" in info,
           " ".join(l.strip() for l in info.splitlines() if re.match(r"(xen_version|xen_caps|total_memory|nr_cpus)\b", l)))
     daemon = sh("ps -eo args | grep -E '[x]enstored' | head -1")[1].strip()
@@ -821,9 +826,8 @@ def guest_cfg(kind=None):
     text = open(CFG).read()
     if kind == "pvh":
         text = text.replace('type = "pv"', 'type = "pvh"')
-    cpus = int(re.search(r"nr_cpus\s*:\s*(\d+)", sh("xl info")[1]).group(1))
-    if cpus >= 2:
-        text += 'cpus = "%s"\n' % ("1" if cpus == 2 else "1-%d" % (cpus - 1))
+    if HOST_CPUS >= 2:
+        text += 'cpus = "%s"\n' % ("1" if HOST_CPUS == 2 else "1-%d" % (HOST_CPUS - 1))
     cfg = "/root/domu-%s.cfg" % kind
     open(cfg, "w").write(text)
     return cfg
